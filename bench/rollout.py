@@ -113,6 +113,16 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int):
     return seconds, peak
 
 
+def make_sampler(mode: str, **common):
+    """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block."""
+    if mode == "none":
+        return SemiARSampler(**common)
+    cache, _, every = mode.partition("_r")
+    if cache not in ("prefix", "dual"):
+        raise ValueError(f"mode {mode!r}: expected none, prefix, dual, or <prefix|dual>_r<k>")
+    return CachedSemiARSampler(**common, cache=cache, refresh_every=int(every) if every else None)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -123,7 +133,7 @@ def main():
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=0.9)
-    ap.add_argument("--modes", default="dual,prefix,none")
+    ap.add_argument("--modes", default="dual,prefix,none", help="comma-separated: none, prefix, dual, dual_r2, ...")
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")
@@ -137,15 +147,13 @@ def main():
     mask = torch.ones_like(prompts, dtype=torch.bool)
     seeds = torch.arange(args.n)
     common = dict(gen_length=args.gen, block_length=args.block, steps=args.steps, temperature=args.temperature)
-    samplers = {"none": SemiARSampler(**common)}
-    samplers.update({m: CachedSemiARSampler(**common, cache=m) for m in ("prefix", "dual")})
     modes = args.modes.split(",")
+    samplers = {m: make_sampler(m, **common) for m in modes}
 
     # Warm-up: one short rollout per mode (kernel selection, allocator), not timed.
     for m in modes:
-        warm = type(samplers[m])(**{**common, "gen_length": args.block, "steps": 2},
-                                 **({"cache": m} if m != "none" else {}))
-        timed(warm, policy, prompts, mask, seeds, device)
+        timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
+              device)
 
     results, exact = {}, None
     for m in modes:

@@ -1,0 +1,235 @@
+"""Six-algorithm learning benchmark: every trainer from the same SFT'd dLLM, on the same synthetic tasks, with
+the same rollout budget and seeds; held-out greedy accuracy before, during and after.
+
+    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 25 min, 2 cores
+    python bench/learning.py --size gpu --out $OUT                # builds a 25M-parameter model first; one H100
+
+What is shared, and what is each algorithm's own:
+- Each trainer keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
+  advantage, μ, β, ε, sampling temperature, estimator knobs): the `<Algo>Config` defaults.
+- Scaled to the budget and shared by all six: G = 8 completions for each of 4 prompts per rollout batch, the
+  number of rollout batches, LoRA r 16 / α 32 / no dropout, learning rate, grad-norm clip 1.0, no warm-up, the
+  canvas (the task's completion length) and rollout steps (4 tokens per step; CJ-GRPO's ascending schedule sets
+  its own). The papers' learning rates (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used
+  for all instead, so that the comparison is at equal step size rather than at unequal, unscaled ones.
+- Evaluation is the same for all: ≥ 500 held-out problems per task (disjoint from training by construction),
+  greedy semi-AR decoding with the papers' protocol (steps = length / 2, block 16, 32 for sudoku), scored by the
+  task's correctness reward. Accuracy before training is measured once per task (same start model).
+
+Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy against rollouts) and the record
+`<out>/learning_<size>.json` (also the file to commit as `bench/results/learning_<size>.json`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import ROOT, command, write_record  # noqa: E402
+from bench.learning_report import plot, table  # noqa: E402
+from rl_dlm.data.tasks import GEN_LENGTH, TASKS, correct_reward, make_split  # noqa: E402
+from rl_dlm.models.policy import LoraSettings, load_policy  # noqa: E402
+from rl_dlm.reward_runner import RewardFunction, RewardRunner  # noqa: E402
+from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
+from rl_dlm.trainers import TRAINERS  # noqa: E402
+
+ALGOS = ("diffu_grpo", "coupled_grpo", "gdpo", "cj_grpo", "mdpo", "igpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    rollouts: int  # rollout batches per run; each is `prompts` × `group` completions
+    eval_every: int  # rollout batches between accuracy points
+    n_eval: int = 500
+    prompts: int = 4
+    group: int = 8
+    learning_rate: float = 4e-4
+    workers: int = 1  # parallel runs (subprocesses); 1 runs in this process
+    model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
+    sft_steps: int = 0
+    sft_batch_size: int = 256
+    sft_rows: int = 20000  # demonstrations per task (the embedded model saw 3000 per task)
+    sft_learning_rate: float = 6e-4
+
+
+SIZES = {
+    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=16, eval_every=8),
+    "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=60, eval_every=15, workers=12,
+                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=4000),
+}
+
+
+def budget(size: Size, task: str) -> dict:
+    """The settings every algorithm shares at this size (see the module docstring)."""
+    length = GEN_LENGTH[task]
+    return dict(num_generations=size.group, per_device_train_batch_size=size.prompts * size.group,
+                gradient_accumulation_steps=1, max_completion_length=length, block_length=block_of(length),
+                diffusion_steps=length // 4, max_prompt_length=128, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+                max_grad_norm=1.0, warmup_steps=0, learning_rate=size.learning_rate, report_to=["none"],
+                merge_lora_for_inference=True)
+
+
+def block_of(length: int) -> int:
+    return 16 if length <= 48 else 32
+
+
+def eval_sampler(task: str) -> SemiARSampler:
+    length = GEN_LENGTH[task]
+    return SemiARSampler(gen_length=length, block_length=block_of(length), steps=length // 2, temperature=0.0)
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def accuracy(policy, task: str, rows: list[dict]) -> float:
+    from rl_dlm.eval import evaluate
+
+    runner = RewardRunner([RewardFunction(correct_reward(task), name="correct")], correct="correct")
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        return evaluate(policy, eval_sampler(task), rows, runner, batch_size=256, desc=f"eval {task}")["accuracy"]
+    finally:
+        policy.model.train(was_training)
+
+
+def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
+    """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
+    trainer_cls, config_cls = TRAINERS[algo]
+    mu = config_cls().num_iterations
+    args = config_cls(output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
+                      max_steps=size.rollouts * mu, logging_steps=mu, **budget(size, task))
+    policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
+                         device=device(), check_alignment=False)
+    test = make_split(task, "test", size.n_eval, seed=0)
+    trainer = trainer_cls(policy, {"correct": correct_reward(task)}, args=args,
+                          train_dataset=make_split(task, "train", 3000), correct_reward="correct")
+    points = [(0, before)]
+
+    def progress(step: int, _metrics: dict):
+        done = step // mu
+        if step % mu == 0 and done % size.eval_every == 0 and step < args.max_steps:
+            points.append((done, accuracy(trainer.policy, task, test)))
+
+    start = time.time()
+    history = trainer.train(progress=progress)
+    points.append((size.rollouts, accuracy(trainer.policy, task, test)))
+    rewards = [h["reward"] for h in history if "reward" in h]
+    return {"algo": algo, "task": task, "seed": seed, "num_iterations": mu, "points": points,
+            "before": before, "after": points[-1][1], "gain_points": round(100 * (points[-1][1] - before), 1),
+            "seconds": round(time.time() - start, 1),
+            "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None}
+
+
+def start_model(size: Size, out: Path, given: str | None) -> tuple[str, dict]:
+    """The embedded model, an existing `given` directory, or one built here (into `given` if named) by
+    masked-diffusion SFT from scratch on the synthetic tasks' demonstrations (GPU size)."""
+    if given and (Path(given) / "config.json").exists():
+        info = Path(given, "sft_info.json")
+        return given, {"source": given, **({"sft": json.loads(info.read_text())} if info.exists() else {})}
+    if size.model is None:
+        return str(ROOT / "checkpoints" / "tiny-llada"), {"source": "checkpoints/tiny-llada"}
+    from rl_dlm.sft import SFTSettings, build_embedded_model
+
+    target = Path(given) if given else out / "model"
+    settings = SFTSettings(output=str(target), steps=size.sft_steps, batch_size=size.sft_batch_size,
+                           learning_rate=size.sft_learning_rate, tasks={t: size.sft_rows for t in TASKS},
+                           device=device(), bf16=device() == "cuda", model=size.model)
+    build_embedded_model(settings)
+    return str(target), {"source": "built by this command (rl_dlm.sft.build_embedded_model)",
+                         "sft": json.loads((target / "sft_info.json").read_text())}
+
+
+def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, float], out: Path) -> list[dict]:
+    jobs = [(a, t, s) for t in size.tasks for s in size.seeds for a in algos]
+    if size.workers <= 1:
+        results = []
+        for a, t, s in jobs:
+            results.append(run_one(size, model_dir, a, t, s, before[t]))
+            print(json.dumps(results[-1]), flush=True)
+        return results
+
+    def launch(job):
+        a, t, s = job
+        result = out / "runs" / f"{a}-{t}-{s}.json"
+        result.parent.mkdir(parents=True, exist_ok=True)
+        spec = json.dumps({"size": dataclasses.asdict(size), "model": model_dir, "algo": a, "task": t, "seed": s,
+                           "before": before[t], "result": str(result)})
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, __file__, "--run-one", spec], env=env, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{a} {t} seed {s} failed:\n{done.stderr[-3000:]}", flush=True)
+            return {"algo": a, "task": t, "seed": s, "error": done.stderr[-3000:]}
+        print(result.read_text().strip(), flush=True)
+        return json.loads(result.read_text())
+
+    with ThreadPoolExecutor(size.workers) as pool:
+        return list(pool.map(launch, jobs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    ap.add_argument("--out", default=None, help="folder for the table, plot and record (default docs/results/<size>)")
+    ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS))
+    ap.add_argument("--model", default=None, help="start from this model directory (GPU size: built there first "
+                    "if it does not exist yet)")
+    ap.add_argument("--build-only", action="store_true", help="build the start model, measure it, and stop")
+    ap.add_argument("--override", default="{}", help="JSON of Size fields to change (e.g. '{\"rollouts\": 4}')")
+    ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a worker subprocess
+    a = ap.parse_args()
+    if a.run_one:
+        spec = json.loads(a.run_one)
+        size = Size(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["size"].items()})
+        torch.set_num_threads(1)
+        result = run_one(size, spec["model"], spec["algo"], spec["task"], spec["seed"], spec["before"])
+        Path(spec["result"]).write_text(json.dumps(result))
+        return
+    size = dataclasses.replace(SIZES[a.size], **{k: tuple(v) if isinstance(v, list) else v
+                                                  for k, v in json.loads(a.override).items()})
+    algos = [x for x in a.algos.split(",") if x]
+    unknown = sorted(set(algos) - set(ALGOS))
+    if unknown:
+        ap.error(f"unknown algorithm(s) {unknown}; choose from {list(ALGOS)}")
+    out = Path(a.out or ROOT / "docs" / "results" / a.size)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    begin = time.time()
+    model_dir, model_info = start_model(size, out, a.model)
+    policy = load_policy(model_dir, device=device(), check_alignment=False)
+    model_info["parameters"] = sum(p.numel() for p in policy.model.parameters())
+    before = {t: accuracy(policy, t, make_split(t, "test", size.n_eval, seed=0)) for t in size.tasks}
+    print("before", before, model_info, flush=True)
+    del policy
+    if a.build_only:
+        return
+    results = run_all(size, model_dir, algos, before, out)
+    seconds = round(time.time() - begin, 1)
+    name = f"learning_{a.size}"
+    record = write_record(
+        out / f"{name}.json", name, {"before": before, "runs": results, "total_seconds": seconds},
+        units={"before": "held-out accuracy (fraction correct, greedy)", "points": "[rollout batches, accuracy]",
+               "gain_points": "percentage points, after − before", "seconds": "wall seconds of one run"},
+        size=dataclasses.asdict(size), start_model=model_info,
+        shared_settings={t: budget(size, t) for t in size.tasks})
+    (out / f"{name}.md").write_text(table(record))
+    plot(record, out / f"{name}.png")
+    print(table(record), flush=True)
+    print(f"total {seconds} s; wrote {out}/{name}.{{md,png,json}}; command: {command()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
