@@ -60,7 +60,7 @@ class Size:
     model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
     sft_steps: int = 0
     sft_batch_size: int = 256
-    sft_rows: int = 20000  # demonstrations per task (the embedded model saw 3000 per task)
+    sft_rows: int = 3000  # demonstrations per task, as the embedded model (countdown has < 4000 distinct)
     sft_learning_rate: float = 6e-4
 
 

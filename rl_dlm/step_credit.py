@@ -6,8 +6,8 @@ The loop stages they plug into:
     2b  StepRewards          r_t = reward(decode(x̂0_t)) for t < S − 1, in ONE batched reward call of
                              N·(S − 1) rows (the last prediction is the final completion, already scored)
                              → rollout.extras["step_rewards"] [N, S]
-    3   per_step_advantage   raw_t = (r_t − r_{t−1}) + mean(r_{t+1..S−1}),  r_{−1} = 0; the last step's
-                             future term is r_{S−1};  A_t = z-score of raw_t within each group, for each t
+    3   per_step_advantage   raw_t = (r_t − r_{t−1}) + mean(r_{t+1..S−1}) for t < S − 1, r_{−1} = 0; the
+                             last step's raw = r_{S−1};  A_t = z-score of raw_t within each group, for each t
                              → adv [N, S]
     4   select_steps         keep the k steps with the largest Σ_group |A_t| (per group)   (used by
                              `PredictionReplayEstimator.plan`)
@@ -73,8 +73,8 @@ def per_step_advantage(step_rewards: Tensor, group_ids: Tensor, eps: float = 1e-
     suffix = r.flip(1).cumsum(1).flip(1)  # Σ_{u ≥ t} r_u
     num_steps = r.shape[1]
     remaining = torch.arange(num_steps - 1, 0, -1, device=r.device, dtype=r.dtype)  # S − t − 1 for t < S − 1
-    future = torch.cat([suffix[:, 1:] / remaining, r[:, -1:]], 1)
-    raw = (r - previous) + future
+    raw = (r - previous) + torch.cat([suffix[:, 1:] / remaining, torch.zeros_like(r[:, :1])], 1)
+    raw[:, -1] = r[:, -1]  # the last step: raw = r_{S−1} (the final completion's reward), no difference term
     return torch.stack([zscore(raw[:, t], group_ids, eps) for t in range(num_steps)], 1)
 
 

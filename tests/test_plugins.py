@@ -1,4 +1,4 @@
-"""Reward plug-ins from the command line and from the user's own module (docs/rewards.md): a weight of 0, an
+"""Reward plug-ins from the command line and from the user's own module (docs/reward_plugins.md): a weight of 0, an
 added reward, a user function with keyword arguments and a timeout, one YAML line each; a user reward that
 raises on some rows leaves those rows None, counted and named in a warning, and the run goes on."""
 from __future__ import annotations

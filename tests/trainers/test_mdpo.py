@@ -15,12 +15,12 @@ from rl_dlm.step_credit import StepRewards, WeightedTokenObjective, per_step_adv
 # Step rewards r_t, t = 0..3. Prompt A: rows a0 a1 a2; prompt B: rows b0 b1 b2.
 REWARDS = {"a0": [0, 0, 1, 1], "a1": [0, 1, 1, 1], "a2": [0, 0, 0, 0],
            "b0": [1, 1, 1, 1], "b1": [0, 0, 0, 1], "b2": [1, 0, 0, 0]}
-# raw_t = (r_t − r_{t−1}) + mean(r_{t+1..3}), r_{−1} = 0, and the last step's future term is r_3:
-#   a0: 0 + 2/3,  0 + 1,   1 + 1,  0 + 1      b0: 1 + 1,    0 + 1,    0 + 1,  0 + 1
-#   a1: 0 + 1,    1 + 1,   0 + 1,  0 + 1      b1: 0 + 1/3,  0 + 1/2,  0 + 1,  1 + 1
-#   a2: 0,        0,       0,      0          b2: 1 + 0,   −1 + 0,    0 + 0,  0 + 0
+# raw_t = (r_t − r_{t−1}) + mean(r_{t+1..3}) for t < 3, r_{−1} = 0; the last step's raw is r_3 alone:
+#   a0: 0 + 2/3,  0 + 1,   1 + 1,  1          b0: 1 + 1,    0 + 1,    0 + 1,  1
+#   a1: 0 + 1,    1 + 1,   0 + 1,  1          b1: 0 + 1/3,  0 + 1/2,  0 + 1,  1
+#   a2: 0,        0,       0,      0          b2: 1 + 0,   −1 + 0,    0 + 0,  0
 RAW = {"a0": [2 / 3, 1, 2, 1], "a1": [1, 2, 1, 1], "a2": [0, 0, 0, 0],
-       "b0": [2, 1, 1, 1], "b1": [1 / 3, 1 / 2, 1, 2], "b2": [1, -1, 0, 0]}
+       "b0": [2, 1, 1, 1], "b1": [1 / 3, 1 / 2, 1, 1], "b2": [1, -1, 0, 0]}
 ORDER = ["a0", "b0", "a1", "b1", "a2", "b2"]  # two prompts in flight, rows interleaved
 GROUPS = torch.tensor([0, 1, 0, 1, 0, 1])
 
@@ -51,9 +51,9 @@ def test_top_k_steps_per_group():
     adv = per_step_advantage(rewards, GROUPS)
     # Σ|A_t| over the group = Σ|raw − mean| / std:
     #   A: t0 (10/9)/0.5092 = 2.182, t1 2/1.0001 = 2.000, t2 2.000, t3 (4/3)/0.5775 = 2.309 → top-2 {3, 0}
-    #   B: t0 (16/9)/0.8389 = 2.119, t1 (7/3)/1.0409 = 2.242, t2 (4/3)/0.5775 = 2.309, t3 2.000 → top-2 {2, 1}
+    #   B: t0 (16/9)/0.8389 = 2.119, t1 (7/3)/1.0409 = 2.242, t2 (4/3)/0.5775 = 2.309, t3 2.309 → top-2 {2, 3}
     steps = select_steps(adv, GROUPS, 2)
-    assert steps.tolist() == [[0, 3], [1, 2], [0, 3], [1, 2], [0, 3], [1, 2]]
+    assert steps.tolist() == [[0, 3], [2, 3], [0, 3], [2, 3], [0, 3], [2, 3]]
     assert select_steps(adv, GROUPS, 10).tolist()[0] == [0, 1, 2, 3]  # k ≥ S keeps every step
     # Ties go to the earlier step.
     assert select_steps(torch.ones(2, 4), torch.tensor([0, 0]), 2).tolist() == [[0, 1], [0, 1]]
