@@ -62,12 +62,15 @@ class Size:
     sft_batch_size: int = 256
     sft_rows: int = 3000  # demonstrations per task, as the embedded model (countdown has < 4000 distinct)
     sft_learning_rate: float = 6e-4
+    sft_snapshot_every: int = 0  # > 0: keep the snapshot with the best validation accuracy on `select_task`
+    select_task: str = "countdown"
 
 
 SIZES = {
     "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=16, eval_every=8),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=60, eval_every=15, workers=12,
-                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=4000),
+                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=2400,
+                sft_snapshot_every=600),
 }
 
 
@@ -147,10 +150,35 @@ def start_model(size: Size, out: Path, given: str | None) -> tuple[str, dict]:
     target = Path(given) if given else out / "model"
     settings = SFTSettings(output=str(target), steps=size.sft_steps, batch_size=size.sft_batch_size,
                            learning_rate=size.sft_learning_rate, tasks={t: size.sft_rows for t in TASKS},
-                           device=device(), bf16=device() == "cuda", model=size.model)
+                           device=device(), bf16=device() == "cuda", model=size.model,
+                           snapshot_every=size.sft_snapshot_every)
     build_embedded_model(settings)
-    return str(target), {"source": "built by this command (rl_dlm.sft.build_embedded_model)",
-                         "sft": json.loads((target / "sft_info.json").read_text())}
+    info = {"source": "built by this command (rl_dlm.sft.build_embedded_model)",
+            "sft": json.loads((target / "sft_info.json").read_text())}
+    if size.sft_snapshot_every:
+        info["selection"] = keep_best_snapshot(size, target)
+    return str(target), info
+
+
+def keep_best_snapshot(size: Size, target: Path) -> dict:
+    """Early stopping: the SFT snapshot with the best greedy accuracy on `select_task` over 200 validation
+    problems (held-out rows 500–699, disjoint from the ≥ 500 evaluated ones) replaces `target`."""
+    import shutil
+
+    snapshots = sorted(target.parent.glob(f"{target.name}-step*"), key=lambda p: int(p.name.rsplit("step", 1)[1]))
+    validation = make_split(size.select_task, "test", size.n_eval + 200, seed=0)[size.n_eval:]
+    scores = {}
+    for snap in [*snapshots, target]:
+        scores[snap.name] = accuracy(load_policy(snap, device=device(), check_alignment=False), size.select_task,
+                                     validation)
+        print("validation", snap.name, scores[snap.name], flush=True)
+    best = max(scores, key=lambda name: (scores[name], name == target.name))
+    if best != target.name:
+        shutil.rmtree(target)
+        (target.parent / best).rename(target)
+    for snap in snapshots:
+        shutil.rmtree(snap, ignore_errors=True)
+    return {"task": size.select_task, "validation_accuracy": scores, "kept": best}
 
 
 def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, float], out: Path) -> list[dict]:
