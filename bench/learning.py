@@ -27,7 +27,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,9 +71,8 @@ class Size:
 
 SIZES = {
     "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=16, eval_every=8),
-    "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=60, eval_every=15, workers=12,
-                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=2400,
-                sft_snapshot_every=600),
+    "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=40, eval_every=10, workers=16,
+                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
 }
 
 
@@ -181,31 +183,40 @@ def keep_best_snapshot(size: Size, target: Path) -> dict:
     return {"task": size.select_task, "validation_accuracy": scores, "kept": best}
 
 
-def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, float], out: Path) -> list[dict]:
+def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, float],
+            on_result: Callable[[list[dict]], None]) -> list[dict]:
+    """Every (task, seed, algorithm); `on_result` sees the results so far after each run (a cut-off run still
+    leaves a record of what finished)."""
     jobs = [(a, t, s) for t in size.tasks for s in size.seeds for a in algos]
+    results, lock = [], threading.Lock()
+
+    def finish(result: dict) -> dict:
+        print(json.dumps(result), flush=True)
+        with lock:
+            results.append(result)
+            on_result(sorted(results, key=lambda r: jobs.index((r["algo"], r["task"], r["seed"]))))
+        return result
+
     if size.workers <= 1:
-        results = []
         for a, t, s in jobs:
-            results.append(run_one(size, model_dir, a, t, s, before[t]))
-            print(json.dumps(results[-1]), flush=True)
+            finish(run_one(size, model_dir, a, t, s, before[t]))
         return results
+    scratch = Path(tempfile.mkdtemp(prefix="rl_dlm_learning_"))
 
     def launch(job):
         a, t, s = job
-        result = out / "runs" / f"{a}-{t}-{s}.json"
-        result.parent.mkdir(parents=True, exist_ok=True)
+        result = scratch / f"{a}-{t}-{s}.json"
         spec = json.dumps({"size": dataclasses.asdict(size), "model": model_dir, "algo": a, "task": t, "seed": s,
                            "before": before[t], "result": str(result)})
         env = dict(os.environ, OMP_NUM_THREADS="1")
         done = subprocess.run([sys.executable, __file__, "--run-one", spec], env=env, capture_output=True, text=True)
         if done.returncode:
-            print(f"{a} {t} seed {s} failed:\n{done.stderr[-3000:]}", flush=True)
-            return {"algo": a, "task": t, "seed": s, "error": done.stderr[-3000:]}
-        print(result.read_text().strip(), flush=True)
-        return json.loads(result.read_text())
+            return finish({"algo": a, "task": t, "seed": s, "error": done.stderr[-3000:]})
+        return finish(json.loads(result.read_text()))
 
     with ThreadPoolExecutor(size.workers) as pool:
-        return list(pool.map(launch, jobs))
+        list(pool.map(launch, jobs))
+    return results
 
 
 def main():
@@ -244,20 +255,23 @@ def main():
     del policy
     if a.build_only:
         return
-    results = run_all(size, model_dir, algos, before, out)
-    seconds = round(time.time() - begin, 1)
     name = f"learning_{a.size}"
-    record = write_record(
-        out / f"{name}.json", name, {"before": before, "runs": results, "total_seconds": seconds},
-        units={"before": "held-out accuracy (fraction correct, greedy)", "points": "[rollout batches, accuracy]",
-               "gain_points": "percentage points, after − before", "seconds": "wall seconds of one run"},
-        size=dataclasses.asdict(size), start_model=model_info,
-        shared_settings={t: budget(size, t) for t in size.tasks})
-    (out / f"{name}.md").write_text(table(record))
+
+    def save(results: list[dict], final: bool = False) -> dict:
+        record = write_record(
+            out / f"{name}.json", name, {"before": before, "runs": results,
+                                         "total_seconds": round(time.time() - begin, 1), "complete": final},
+            units={"before": "held-out accuracy (fraction correct, greedy)", "points": "[rollout batches, accuracy]",
+                   "gain_points": "percentage points, after − before", "seconds": "wall seconds of one run"},
+            size=dataclasses.asdict(size), start_model=model_info,
+            shared_settings={t: budget(size, t) for t in size.tasks})
+        (out / f"{name}.md").write_text(table(record))
+        return record
+
+    record = save(run_all(size, model_dir, algos, before, save), final=True)
     plot(record, out / f"{name}.png")
     print(table(record), flush=True)
-    print(f"total {seconds} s; wrote {out}/{name}.{{md,png,json}}; command: {command()}", flush=True)
-
+    print(f"total {record['metrics']['total_seconds']} s; wrote {out}/{name}.{{md,png,json}}", flush=True)
 
 if __name__ == "__main__":
     main()
