@@ -59,6 +59,7 @@ class Size:
     prompts: int = 4
     group: int = 8
     learning_rate: float = 4e-4
+    max_num_iterations: int = 4  # μ = min(paper μ, this): at most 4 inner updates per rollout batch
     workers: int = 1  # parallel runs (subprocesses); 1 runs in this process
     model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
     sft_steps: int = 0
@@ -72,7 +73,7 @@ class Size:
 SIZES = {
     "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=16, eval_every=8),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=40, eval_every=10, workers=16,
-                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
+                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=2400),
 }
 
 
@@ -114,8 +115,8 @@ def accuracy(policy, task: str, rows: list[dict]) -> float:
 def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
     """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
     trainer_cls, config_cls = TRAINERS[algo]
-    mu = config_cls().num_iterations
-    args = config_cls(output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
+    mu = min(config_cls().num_iterations, size.max_num_iterations)
+    args = config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
                       max_steps=size.rollouts * mu, logging_steps=mu, **budget(size, task))
     policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
                          device=device(), check_alignment=False)
@@ -133,7 +134,8 @@ def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before:
     history = trainer.train(progress=progress)
     points.append((size.rollouts, accuracy(trainer.policy, task, test)))
     rewards = [h["reward"] for h in history if "reward" in h]
-    return {"algo": algo, "task": task, "seed": seed, "num_iterations": mu, "points": points,
+    return {"algo": algo, "task": task, "seed": seed, "num_iterations": mu,
+            "paper_num_iterations": config_cls().num_iterations, "points": points,
             "before": before, "after": points[-1][1], "gain_points": round(100 * (points[-1][1] - before), 1),
             "seconds": round(time.time() - start, 1),
             "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None}
