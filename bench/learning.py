@@ -1,7 +1,7 @@
 """Six-algorithm learning benchmark: every trainer from the same SFT'd dLLM, on the same synthetic tasks, with
 the same rollout budget and seeds; held-out greedy accuracy before, during and after.
 
-    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 25 min, 2 cores
+    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, < 30 min, 2 cores
     python bench/learning.py --size gpu --out $OUT                # builds a 25M-parameter model first; one H100
 
 What is shared, and what is each algorithm's own:
@@ -71,7 +71,7 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=16, eval_every=8),
+    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=40, eval_every=10, workers=16,
                 model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=2400),
 }

@@ -20,10 +20,15 @@ def _runs(record: dict) -> dict[tuple[str, str], list[dict]]:
     return by
 
 
+def _algos(record: dict) -> list[str]:
+    present = {r["algo"] for r in record["metrics"]["runs"]}
+    return [a for a in NAMES if a in present] + sorted(present - set(NAMES))
+
+
 def table(record: dict) -> str:
     size, metrics = record["size"], record["metrics"]
     tasks, by = size["tasks"], _runs(record)
-    algos = list(dict.fromkeys(r["algo"] for r in metrics["runs"]))
+    algos = _algos(record)
     seeds = ", ".join(map(str, size["seeds"]))
     lines = [
         f"Held-out accuracy (%, greedy, {size['n_eval']} problems per task), before → after "
@@ -60,7 +65,7 @@ def plot(record: dict, path: Path) -> None:
 
     size, by = record["size"], _runs(record)
     tasks = size["tasks"]
-    algos = list(dict.fromkeys(r["algo"] for r in record["metrics"]["runs"]))
+    algos = _algos(record)
     per_batch = size["prompts"] * size["group"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
