@@ -1,23 +1,26 @@
 """Six-algorithm learning benchmark: every trainer from the same SFT'd dLLM, on the same synthetic tasks, with
 the same rollout budget and seeds; held-out greedy accuracy before, during and after.
 
-    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, < 30 min, 2 cores
-    python bench/learning.py --size gpu --out $OUT                # builds a 25M-parameter model first; one H100
+    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 22 min, 2 cores
+    python bench/learning.py --size gpu --out $OUT                # builds a 27M-parameter model first; one H100
 
 What is shared, and what is each algorithm's own:
 - Each trainer keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
-  advantage, μ, β, ε, sampling temperature, estimator knobs): the `<Algo>Config` defaults.
-- Scaled to the budget and shared by all six: G = 8 completions for each of 4 prompts per rollout batch, the
-  number of rollout batches, LoRA r 16 / α 32 / no dropout, learning rate, grad-norm clip 1.0, no warm-up, the
-  canvas (the task's completion length) and rollout steps (4 tokens per step; CJ-GRPO's ascending schedule sets
-  its own). The papers' learning rates (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used
-  for all instead, so that the comparison is at equal step size rather than at unequal, unscaled ones.
+  advantage, β, ε, sampling temperature, estimator knobs): the `<Algo>Config` defaults.
+- Scaled to the budget and shared by all six: μ = min(paper μ, 4) inner updates per rollout batch, G = 8
+  completions for each of 4 prompts per rollout batch, the number of rollout batches, LoRA r 16 / α 32 / no
+  dropout, learning rate, grad-norm clip 1.0, no warm-up, the canvas (the task's completion length) and rollout
+  steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own). The papers' learning rates
+  (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all instead, so that the
+  comparison is at equal step size rather than at unequal, unscaled ones.
 - Evaluation is the same for all: ≥ 500 held-out problems per task (disjoint from training by construction),
   greedy semi-AR decoding with the papers' protocol (steps = length / 2, block 16, 32 for sudoku), scored by the
   task's correctness reward. Accuracy before training is measured once per task (same start model).
 
 Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy against rollouts) and the record
-`<out>/learning_<size>.json` (also the file to commit as `bench/results/learning_<size>.json`).
+`<out>/learning_<size>.json` (committed as `bench/results/learning_<size>.json`), after every finished run.
+Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one algorithm at its own learning
+rate; `--override` changes any `Size` field (e.g. '{"tasks": ["countdown"], "sft_steps": 3000}').
 """
 from __future__ import annotations
 
@@ -114,10 +117,12 @@ def accuracy(policy, task: str, rows: list[dict]) -> float:
 
 def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
     """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
-    trainer_cls, config_cls = TRAINERS[algo]
+    name, _, rate = algo.partition("@")  # "gdpo@1e-4": this algorithm at its own learning rate
+    trainer_cls, config_cls = TRAINERS[name]
     mu = min(config_cls().num_iterations, size.max_num_iterations)
+    settings = {**budget(size, task), **({"learning_rate": float(rate)} if rate else {})}
     args = config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
-                      max_steps=size.rollouts * mu, logging_steps=mu, **budget(size, task))
+                      max_steps=size.rollouts * mu, logging_steps=mu, **settings)
     policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
                          device=device(), check_alignment=False)
     test = make_split(task, "test", size.n_eval, seed=0)
@@ -225,7 +230,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--out", default=None, help="folder for the table, plot and record (default docs/results/<size>)")
-    ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS))
+    ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS)
+                    + "; NAME@RATE runs NAME at its own learning rate (e.g. gdpo@1e-4)")
     ap.add_argument("--model", default=None, help="start from this model directory (GPU size: built there first "
                     "if it does not exist yet)")
     ap.add_argument("--build-only", action="store_true", help="build the start model, measure it, and stop")
@@ -242,7 +248,7 @@ def main():
     size = dataclasses.replace(SIZES[a.size], **{k: tuple(v) if isinstance(v, list) else v
                                                   for k, v in json.loads(a.override).items()})
     algos = [x for x in a.algos.split(",") if x]
-    unknown = sorted(set(algos) - set(ALGOS))
+    unknown = sorted({x.partition("@")[0] for x in algos} - set(ALGOS))
     if unknown:
         ap.error(f"unknown algorithm(s) {unknown}; choose from {list(ALGOS)}")
     out = Path(a.out or ROOT / "docs" / "results" / a.size)

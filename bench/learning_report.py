@@ -25,6 +25,11 @@ def _algos(record: dict) -> list[str]:
     return [a for a in NAMES if a in present] + sorted(present - set(NAMES))
 
 
+def label(algo: str) -> str:
+    name, _, rate = algo.partition("@")
+    return NAMES.get(name, name) + (f" (lr {rate})" if rate else "")
+
+
 def table(record: dict) -> str:
     size, metrics = record["size"], record["metrics"]
     tasks, by = size["tasks"], _runs(record)
@@ -52,7 +57,7 @@ def table(record: dict) -> str:
             gains = ", ".join(f"{r['gain_points']:+.1f}" for r in runs)
             cells.append(f"{before:.1f} → {after:.1f} (**{after - before:+.1f}**; {gains})")
             secs += [r["seconds"] for r in runs]
-        lines.append(f"| {NAMES.get(algo, algo)} | " + " | ".join(cells) + f" | {mean(secs) if secs else 0:.0f} |")
+        lines.append(f"| {label(algo)} | " + " | ".join(cells) + f" | {mean(secs) if secs else 0:.0f} |")
     lines += ["", f"Command: `{record['command']}` (git {record['git_revision'][:12]}, {record['date']}).", ""]
     return "\n".join(lines)
 
@@ -76,7 +81,7 @@ def plot(record: dict, path: Path) -> None:
             xs = [p[0] * per_batch for p in runs[0]["points"]]
             curves = [[100 * p[1] for p in r["points"]] for r in runs]
             ys = [mean(c[i] for c in curves) for i in range(len(xs))]
-            line, = ax.plot(xs, ys, marker="o", label=NAMES.get(algo, algo))
+            line, = ax.plot(xs, ys, marker="o", label=label(algo))
             if len(curves) > 1:
                 ax.fill_between(xs, [min(c[i] for c in curves) for i in range(len(xs))],
                                 [max(c[i] for c in curves) for i in range(len(xs))], color=line.get_color(), alpha=0.15)

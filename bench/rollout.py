@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.record import git_revision  # noqa: E402,F401  (also imported by bench/train_step.py)
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from rl_dlm.models.policy import Policy  # noqa: E402
@@ -36,18 +36,6 @@ LLADA_8B = dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden
                 pad_token_id=126081)
 TINY = dict(LLADA_8B, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden_size=128, vocab_size=512,
             embedding_size=512, mask_token_id=500, eos_token_id=501, pad_token_id=501)
-
-
-def git_revision() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
-        rev = done.stdout.strip() if done.returncode == 0 else ""  # outside a repository it echoes "HEAD"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rl_dlm", "bench"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "") if rev else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def build_policy(shape: dict, device: str) -> Policy:

@@ -150,7 +150,10 @@ class RLTrainer:
             self.policy = model
         else:
             lora = LoraSettings(a.lora_r, a.lora_alpha, a.lora_dropout) if peft_config is None else None
-            self.policy = load_policy(model, tokenizer=processing_class, lora=lora, device=default_device())
+            # bf16=True loads the base weights in bf16 (half the memory of fp32; an 8B model needs it on one GPU);
+            # LoRA adapters stay fp32 (peft's default) and the loop runs under bf16 autocast.
+            self.policy = load_policy(model, tokenizer=processing_class, lora=lora, device=default_device(),
+                                      dtype=torch.bfloat16 if a.bf16 else torch.float32)
             if peft_config is not None:
                 from peft import get_peft_model
 

@@ -60,3 +60,18 @@ def test_trl_reward_function_plugs_in_unchanged(tmp_path):
 def test_batch_must_be_a_multiple_of_the_group():
     with pytest.raises(ValueError, match="num_generations"):
         DiffuGRPOConfig(per_device_train_batch_size=5, num_generations=2)
+
+
+def test_bf16_loads_bf16_base_weights_and_keeps_fp32_adapters(tmp_path):
+    """bf16=True halves the base model's memory (what lets an 8B model train on one GPU); the trained LoRA
+    weights stay fp32 and one step still changes them with a finite loss."""
+    rows = make_split("countdown", "train", 4)
+    args = small_config(tmp_path, bf16=True, max_steps=1)
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), noisy_length_reward, args=args, train_dataset=rows)
+    dtypes = {n: p.dtype for n, p in trainer.policy.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.bfloat16}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    before = lora_state(trainer)
+    history = trainer.train()
+    assert math.isfinite(history[0]["loss"])
+    assert any(not torch.equal(before[n], p) for n, p in lora_state(trainer).items())
