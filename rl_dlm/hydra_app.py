@@ -96,16 +96,23 @@ def reward_functions(task: DictConfig):
     return funcs
 
 
-def build(cfg: DictConfig):
-    """Composed config → (trainer, held-out rows)."""
-    from rl_dlm.data.loading import load_rows
+def trainer_args(cfg: DictConfig):
+    """Composed config → (trainer class, its validated config dataclass, sampler): everything but the model and
+    the data, so a recipe's settings are checked without downloading anything."""
     from rl_dlm.trainers import TRAINERS
 
     trainer_cls = resolve(cfg.trainer)
     config_cls = next((c for t, c in TRAINERS.values() if t is trainer_cls), None) or trainer_cls.config_class
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
     args = config_cls(**dataclass_kwargs(config_cls, values, "config"))
-    sampler = instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
+    return trainer_cls, args, instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
+
+
+def build(cfg: DictConfig):
+    """Composed config → trainer (model loaded, data read)."""
+    from rl_dlm.data.loading import load_rows
+
+    trainer_cls, args, sampler = trainer_args(cfg)
     train_rows = load_rows(cfg.task, "train")
     eval_rows = load_rows(cfg.task, "test")
     trainer = trainer_cls(model=cfg.model.path, reward_funcs=reward_functions(cfg.task), args=args,

@@ -1,11 +1,12 @@
-"""Every shipped config and recipe composes; bad keys fail at start-up naming the key."""
+"""Every shipped config and recipe composes and builds its validated trainer config and sampler; bad keys fail at
+start-up naming the key."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from rl_dlm.hydra_app import ROOT, build, compose_config
+from rl_dlm.hydra_app import ROOT, build, compose_config, trainer_args
 
 GROUPS = ["model", "algo", "task", "sampler"]
 
@@ -18,6 +19,11 @@ def _options(group: str) -> list[str]:
 def test_every_recipe_composes(recipe):
     cfg = compose_config([f"recipe={recipe}"])
     assert cfg.trainer and cfg.task.name and cfg.model.path
+    # The config dataclass validates its settings (e.g. save_steps a multiple of num_iterations) at construction:
+    # a recipe that composes but cannot start fails here, without the hub checkpoint it names.
+    trainer_cls, args, sampler = trainer_args(cfg)
+    assert isinstance(args, trainer_cls.config_class) or type(args).__name__.endswith("Config")
+    assert args.max_completion_length == cfg.max_completion_length and sampler is not None
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
