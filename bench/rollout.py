@@ -14,7 +14,6 @@ Imports only torch/transformers/peft and rl_dlm's model and sampler modules (the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.record import git_revision  # noqa: E402,F401  (also imported by bench/train_step.py)
+from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from rl_dlm.models.policy import Policy  # noqa: E402
@@ -170,24 +169,14 @@ def main():
     if base:
         for r in results.values():
             r["speedup_vs_exact"] = round(r["generated_tokens_per_s"] / base, 2)
-    record = {
-        "name": "rollout",
-        "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "git_revision": git_revision(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "model": {"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
-                  "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
-        "workload": {"sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
-                     "steps": args.steps, "block_length": args.block, "temperature": args.temperature},
-        "units": {"seconds": "s", "generated_tokens_per_s": "generated tokens / s",
-                  "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls"},
-        "results": results,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rollout.json").write_text(json.dumps(record, indent=1))
+    record = write_record(
+        Path(args.out) / "rollout.json", "rollout", results,
+        units={"seconds": "s", "generated_tokens_per_s": "generated tokens / s",
+               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls"},
+        model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
+               "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
+        workload={"sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
+                  "steps": args.steps, "block_length": args.block, "temperature": args.temperature})
     print(json.dumps(record, indent=1))
 
 

@@ -15,7 +15,6 @@ memory.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -26,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rollout import LLADA_8B, TINY, build_policy, git_revision, sync  # noqa: E402
+from bench.record import write_record  # noqa: E402
+from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
 from rl_dlm.likelihood.one_step import OneStepEstimator  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
@@ -106,29 +106,19 @@ def main():
             update_s.append(t2 - t1)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
-    record = {
-        "name": "train_step",
-        "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "git_revision": git_revision(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "model": {"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "base_params": base_params,
-                  "lora_params": lora_params, "dtype": "bfloat16" if device == "cuda" else "float32",
-                  "weights": "random", "gradient_checkpointing": True},
-        "workload": {"group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
-                     "lora_r": args.lora_r, "lora_alpha": 64, "estimator": "one_step(p_mask_prompt=0.15)",
-                     "objective": "clipped token ratio, eps 0.5, beta 0.04 (k3)", "optimizer": "AdamW lr 3e-6"},
-        "units": {"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
-                  "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)"},
-        "results": {"seconds_per_update": round(statistics.median(update_s), 3),
-                    "updates_s": [round(x, 3) for x in update_s],
-                    "stage4_old_and_ref_logp_s": round(statistics.median(stage4_s), 3),
-                    "peak_memory_gib": round(peak, 2)},
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_step.json").write_text(json.dumps(record, indent=1))
+    metrics = {"seconds_per_update": round(statistics.median(update_s), 3),
+               "updates_s": [round(x, 3) for x in update_s],
+               "stage4_old_and_ref_logp_s": round(statistics.median(stage4_s), 3), "peak_memory_gib": round(peak, 2)}
+    record = write_record(
+        Path(args.out) / "train_step.json", "train_step", metrics,
+        units={"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
+               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)"},
+        model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "base_params": base_params,
+               "lora_params": lora_params, "dtype": "bfloat16" if device == "cuda" else "float32",
+               "weights": "random", "gradient_checkpointing": True},
+        workload={"group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
+                  "lora_r": args.lora_r, "lora_alpha": 64, "estimator": "one_step(p_mask_prompt=0.15)",
+                  "objective": "clipped token ratio, eps 0.5, beta 0.04 (k3)", "optimizer": "AdamW lr 3e-6"})
     print(json.dumps(record, indent=1))
 
 
