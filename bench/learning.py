@@ -20,7 +20,7 @@ What is shared, and what is each algorithm's own:
 Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy against rollouts) and the record
 `<out>/learning_<size>.json` (committed as `bench/results/learning_<size>.json`), after every finished run.
 Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one algorithm at its own learning
-rate; `--override` changes any `Size` field (e.g. '{"tasks": ["countdown"], "sft_steps": 3000}').
+rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g. '{"tasks": ["countdown"], "sft_steps": 3000}').
 """
 from __future__ import annotations
 
@@ -115,12 +115,32 @@ def accuracy(policy, task: str, rows: list[dict]) -> float:
         policy.model.train(was_training)
 
 
+def parse_algo(spec: str) -> tuple[str, dict]:
+    """`NAME[@RATE][+FIELD=VALUE...]` → (trainer name, config changes). `gdpo@1e-4` runs GDPO at its own learning
+    rate; `gdpo+beta=0.04+full_canvas=true` changes its config fields (VALUE is JSON, else a string)."""
+    head, *fields = spec.split("+")
+    name, _, rate = head.partition("@")
+    if name not in TRAINERS:
+        raise ValueError(f"unknown algorithm {name!r} in {spec!r}; choose from {list(ALGOS)}")
+    changes = {"learning_rate": float(rate)} if rate else {}
+    known = {f.name for f in dataclasses.fields(TRAINERS[name][1])}
+    for field in fields:
+        key, eq, value = field.partition("=")
+        if not eq or key not in known:
+            raise ValueError(f"{field!r} in {spec!r} is not FIELD=VALUE with a field of {TRAINERS[name][1].__name__}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return name, changes
+
+
 def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
     """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
-    name, _, rate = algo.partition("@")  # "gdpo@1e-4": this algorithm at its own learning rate
+    name, changes = parse_algo(algo)
     trainer_cls, config_cls = TRAINERS[name]
     mu = min(config_cls().num_iterations, size.max_num_iterations)
-    settings = {**budget(size, task), **({"learning_rate": float(rate)} if rate else {})}
+    settings = {**budget(size, task), **changes}
     args = config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
                       max_steps=size.rollouts * mu, logging_steps=mu, **settings)
     policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
@@ -231,11 +251,13 @@ def main():
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--out", default=None, help="folder for the table, plot and record (default docs/results/<size>)")
     ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS)
-                    + "; NAME@RATE runs NAME at its own learning rate (e.g. gdpo@1e-4)")
+                    + "; NAME@RATE runs NAME at its own learning rate (e.g. gdpo@1e-4), NAME+FIELD=VALUE changes a "
+                    "config field (e.g. gdpo+beta=0.04)")
     ap.add_argument("--model", default=None, help="start from this model directory (GPU size: built there first "
                     "if it does not exist yet)")
     ap.add_argument("--build-only", action="store_true", help="build the start model, measure it, and stop")
     ap.add_argument("--override", default="{}", help="JSON of Size fields to change (e.g. '{\"rollouts\": 4}')")
+    ap.add_argument("--name", default=None, help="record name: <out>/<name>.{md,png,json} (default learning_<size>)")
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a worker subprocess
     a = ap.parse_args()
     if a.run_one:
@@ -248,9 +270,11 @@ def main():
     size = dataclasses.replace(SIZES[a.size], **{k: tuple(v) if isinstance(v, list) else v
                                                   for k, v in json.loads(a.override).items()})
     algos = [x for x in a.algos.split(",") if x]
-    unknown = sorted({x.partition("@")[0] for x in algos} - set(ALGOS))
-    if unknown:
-        ap.error(f"unknown algorithm(s) {unknown}; choose from {list(ALGOS)}")
+    for spec in algos:
+        try:
+            parse_algo(spec)
+        except ValueError as err:
+            ap.error(str(err))
     out = Path(a.out or ROOT / "docs" / "results" / a.size)
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -263,7 +287,7 @@ def main():
     del policy
     if a.build_only:
         return
-    name = f"learning_{a.size}"
+    name = a.name or f"learning_{a.size}"
 
     def save(results: list[dict], final: bool = False) -> dict:
         record = write_record(

@@ -22,7 +22,11 @@ Options:
 - `full_canvas=False`: L is the completion up to and including the end-of-turn token
   (`rollout.completion_mask.sum`), positions after it stay visible and are never scored; `True` reproduces
   the reference, which masks and scores the whole canvas (padding included). The objective must normalise
-  by the same L (the trainer passes one `full_canvas` flag to both).
+  by the same L (the trainer passes one `full_canvas` flag to both);
+- `mask_tail=True` (with `full_canvas=False`): the slots after the end-of-turn token are masked in every view
+  and never scored, so the estimate is the ELBO of the completion under the model's marginal over the rest of
+  the canvas. With `mask_tail=False` they stay visible, which tells the model where the completion ends — a
+  context it never has while sampling, where those slots are masked until their block is decoded.
 
 What holds (tests/likelihood/test_elbo.py, exact on a toy model whose every mask is enumerated):
 - with "bernoulli" masks the per-node expectation is the integrand itself, a polynomial of degree L − 1 in
@@ -81,6 +85,7 @@ class SequenceELBOEstimator:
     sampler: str = "gauss_legendre"
     mask_count: str | None = None  # None: "floor" for gauss_legendre, "bernoulli" for monte_carlo
     full_canvas: bool = False
+    mask_tail: bool = False
     mask_id: int = -1  # set by the trainer from the policy's family
     requires: frozenset = frozenset()
 
@@ -94,6 +99,8 @@ class SequenceELBOEstimator:
         if self.sampler == "monte_carlo" and self.mask_count == "floor":
             raise ValueError("elbo_sampler=monte_carlo with elbo_mask_count=floor has no finite mean (t < 1/L "
                              "puts weight 1/t on one token); use elbo_mask_count=bernoulli")
+        if self.mask_tail and self.full_canvas:
+            raise ValueError("mask_tail applies to full_canvas=False (with full_canvas the tail is scored)")
         self.t_nodes, self.w_nodes = gauss_legendre(self.nodes)
 
     def _row(self, seed: int, iteration: int, eligible: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,7 +126,8 @@ class SequenceELBOEstimator:
         rows = [self._row(int(s), iteration, e) for s, e in zip(rollout.row_seeds.tolist(), eligible.cpu())]
         masks = torch.stack([m for m, _ in rows]).to(comp.device)  # [N, K, L]
         scale = torch.stack([w for _, w in rows]).to(comp.device)  # [N, K]
-        completions = torch.where(masks, torch.full_like(comp, self.mask_id)[:, None], comp[:, None])
+        hidden = masks | (~eligible.to(comp.device))[:, None] if self.mask_tail else masks
+        completions = torch.where(hidden, torch.full_like(comp, self.mask_id)[:, None], comp[:, None])
         prompt = rollout.prompt_ids[:, None].expand(-1, self.nodes, -1)
         return MaskPlan(input_ids=torch.cat([prompt, completions], 2),
                         weights=(masks * scale[:, :, None]).float())

@@ -34,6 +34,7 @@ class GDPOConfig(RLConfig):
     elbo_sampler: str = "gauss_legendre"
     elbo_mask_count: str | None = None  # None: "floor" (Gauss–Legendre) or "bernoulli" (Monte Carlo)
     full_canvas: bool = False
+    mask_tail: bool = False  # mask the slots after end-of-turn in every view (see rl_dlm/likelihood/elbo.py)
 
     def __post_init__(self):
         super().__post_init__()
@@ -44,7 +45,8 @@ class GDPOConfig(RLConfig):
 
     def estimator(self) -> SequenceELBOEstimator:
         return SequenceELBOEstimator(nodes=self.elbo_nodes, sampler=self.elbo_sampler,
-                                     mask_count=self.elbo_mask_count, full_canvas=self.full_canvas)
+                                     mask_count=self.elbo_mask_count, full_canvas=self.full_canvas,
+                                     mask_tail=self.mask_tail)
 
 
 class GDPOTrainer(RLTrainer):

@@ -74,6 +74,19 @@ def test_each_mask_has_exactly_floor_tL_positions_at_least_one(nodes, full_canva
         assert torch.equal(kept, rollout.completion_ids[:, None].expand(-1, nodes, -1)[~masked])
 
 
+def test_mask_tail_hides_the_slots_after_end_of_turn_in_every_view_and_scores_the_same_tokens():
+    lengths = [1, 5, 12]
+    rollout = _rollout_with_lengths(lengths)
+    visible = SequenceELBOEstimator(mask_id=99).plan(rollout, 0)
+    tail = SequenceELBOEstimator(mask_tail=True, mask_id=99).plan(rollout, 0)
+    for i, length in enumerate(lengths):
+        assert (tail.input_ids[i, :, 3 + length:] == 99).all()
+        assert torch.equal(tail.input_ids[i, :, :3 + length], visible.input_ids[i, :, :3 + length])
+    assert torch.equal(tail.weights, visible.weights)  # the same masks inside the completion, nothing else scored
+    with pytest.raises(ValueError, match="mask_tail"):
+        SequenceELBOEstimator(mask_tail=True, full_canvas=True)
+
+
 def test_bernoulli_masks_hit_rate_t_and_monte_carlo_weights():
     rollout = _rollout_with_lengths([12] * 50)
     est = SequenceELBOEstimator(nodes=4, sampler="monte_carlo", mask_id=99)
