@@ -12,7 +12,10 @@ What is shared, and what is each algorithm's own:
   dropout, learning rate, grad-norm clip 1.0, no warm-up, the canvas (the task's completion length) and rollout
   steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own). The papers' learning rates
   (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all instead, so that the
-  comparison is at equal step size rather than at unequal, unscaled ones.
+  comparison is at equal step size rather than at unequal, unscaled ones — except GDPO, which runs at a
+  quarter of it (`RATE_SCALE`): its clip acts on a length-normalised sequence ratio exp(ΔELBO / L), which
+  ε = 0.5 practically never reaches, so nothing bounds a step but the rate (its paper's rate is likewise 10×
+  below the others'). At the shared rate GDPO gains for 10 batches, then collapses (docs/results/README.md).
 - Evaluation is the same for all: ≥ 500 held-out problems per task (disjoint from training by construction),
   greedy semi-AR decoding with the papers' protocol (steps = length / 2, block 16, 32 for sudoku), scored by the
   task's correctness reward. Accuracy before training is measured once per task (same start model).
@@ -50,6 +53,7 @@ from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 from rl_dlm.trainers import TRAINERS  # noqa: E402
 
 ALGOS = ("diffu_grpo", "coupled_grpo", "gdpo", "cj_grpo", "mdpo", "igpo")
+RATE_SCALE = {"gdpo": 0.25}  # × the shared learning rate (module docstring); `gdpo@RATE` overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +80,7 @@ class Size:
 SIZES = {
     "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=40, eval_every=10, workers=16,
-                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=2400),
+                model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
 }
 
 
@@ -140,7 +144,7 @@ def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before:
     name, changes = parse_algo(algo)
     trainer_cls, config_cls = TRAINERS[name]
     mu = min(config_cls().num_iterations, size.max_num_iterations)
-    settings = {**budget(size, task), **changes}
+    settings = {**budget(size, task), "learning_rate": size.learning_rate * RATE_SCALE.get(name, 1.0), **changes}
     args = config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
                       max_steps=size.rollouts * mu, logging_steps=mu, **settings)
     policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
@@ -159,7 +163,7 @@ def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before:
     history = trainer.train(progress=progress)
     points.append((size.rollouts, accuracy(trainer.policy, task, test)))
     rewards = [h["reward"] for h in history if "reward" in h]
-    return {"algo": algo, "task": task, "seed": seed, "num_iterations": mu,
+    return {"algo": algo, "task": task, "seed": seed, "learning_rate": args.learning_rate, "num_iterations": mu,
             "paper_num_iterations": config_cls().num_iterations, "points": points,
             "before": before, "after": points[-1][1], "gain_points": round(100 * (points[-1][1] - before), 1),
             "seconds": round(time.time() - start, 1),
@@ -296,7 +300,7 @@ def main():
             units={"before": "held-out accuracy (fraction correct, greedy)", "points": "[rollout batches, accuracy]",
                    "gain_points": "percentage points, after − before", "seconds": "wall seconds of one run"},
             size=dataclasses.asdict(size), start_model=model_info,
-            shared_settings={t: budget(size, t) for t in size.tasks})
+            shared_settings={t: budget(size, t) for t in size.tasks}, rate_scale=RATE_SCALE)
         (out / f"{name}.md").write_text(table(record))
         return record
 

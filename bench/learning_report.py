@@ -26,8 +26,11 @@ def _algos(record: dict) -> list[str]:
 
 
 def label(algo: str) -> str:
-    name, _, rate = algo.partition("@")
-    return NAMES.get(name, name) + (f" (lr {rate})" if rate else "")
+    """`gdpo@1e-4+beta=0.04` → "GDPO (lr 1e-4, beta=0.04)" (the spec syntax of `bench/learning.py --algos`)."""
+    head, *fields = algo.split("+")
+    name, _, rate = head.partition("@")
+    notes = ([f"lr {rate}"] if rate else []) + fields
+    return NAMES.get(name, name) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def table(record: dict) -> str:
