@@ -250,6 +250,14 @@ def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, floa
     return results
 
 
+def make_deterministic() -> None:
+    """The same command on the same GPU and software gives the same numbers: deterministic CUDA kernels
+    (a fixed cuBLAS workspace, no atomic-add backward passes). `warn_only`: an op without a deterministic
+    kernel warns (the warning names it) instead of stopping the run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # inherited by the worker subprocesses
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
@@ -264,6 +272,7 @@ def main():
     ap.add_argument("--name", default=None, help="record name: <out>/<name>.{md,png,json} (default learning_<size>)")
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a worker subprocess
     a = ap.parse_args()
+    make_deterministic()
     if a.run_one:
         spec = json.loads(a.run_one)
         size = Size(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["size"].items()})

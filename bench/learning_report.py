@@ -25,11 +25,15 @@ def _algos(record: dict) -> list[str]:
     return [a for a in NAMES if a in present] + sorted(present - set(NAMES))
 
 
-def label(algo: str) -> str:
-    """`gdpo@1e-4+beta=0.04` → "GDPO (lr 1e-4, beta=0.04)" (the spec syntax of `bench/learning.py --algos`)."""
+def label(algo: str, rate: float | None = None, shared: float | None = None) -> str:
+    """`gdpo@1e-4+beta=0.04` → "GDPO (lr 1e-4, beta=0.04)" (the spec syntax of `bench/learning.py --algos`);
+    a run's own `rate`, where it differs from the `shared` one, is shown too."""
     head, *fields = algo.split("+")
-    name, _, rate = head.partition("@")
-    notes = ([f"lr {rate}"] if rate else []) + fields
+    name, _, given = head.partition("@")
+    if not given and rate is not None and shared is not None and rate != shared:
+        mantissa, exponent = f"{rate:e}".split("e")
+        given = f"{float(mantissa):g}e{int(exponent)}"  # 1e-4, as the --algos spec would write it
+    notes = ([f"lr {given}"] if given else []) + fields
     return NAMES.get(name, name) + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -60,7 +64,9 @@ def table(record: dict) -> str:
             gains = ", ".join(f"{r['gain_points']:+.1f}" for r in runs)
             cells.append(f"{before:.1f} → {after:.1f} (**{after - before:+.1f}**; {gains})")
             secs += [r["seconds"] for r in runs]
-        lines.append(f"| {label(algo)} | " + " | ".join(cells) + f" | {mean(secs) if secs else 0:.0f} |")
+        rates = [r["learning_rate"] for task in tasks for r in by[algo, task] if "learning_rate" in r]
+        name = label(algo, rates[0] if rates else None, size["learning_rate"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean(secs) if secs else 0:.0f} |")
     lines += ["", f"Command: `{record['command']}` (git {record['git_revision'][:12]}, {record['date']}).", ""]
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ def test_bad_spec_names_what_is_wrong(spec):
 def test_report_labels_show_every_change():
     assert label("gdpo@1e-4+beta=0.04") == "GDPO (lr 1e-4, beta=0.04)"
     assert label("mdpo") == "MDPO"
+    assert label("gdpo", 1e-4, 4e-4) == "GDPO (lr 1e-4)" and label("gdpo", 4e-4, 4e-4) == "GDPO"
 
 
 def test_only_gdpo_leaves_the_shared_rate_and_the_shared_settings_match_the_docs():
