@@ -29,5 +29,6 @@ pairs = {name: [runs[a]["points"], runs[b]["points"], runs[a]["reward_last"], ru
 write_record(Path(os.environ["OUT_DIR"]) / "learning_determinism.json", "learning_determinism",
              {"start_model_sha256": sha, "start_model_identical": sha["a"] == sha["b"], "rl_pairs": pairs,
               "rl_identical": {k: v[0] == v[1] and v[2] == v[3] for k, v in pairs.items()}},
-             units={"rl_pairs": "[points run 1, points run 2, last reward run 1, last reward run 2]"})
+             units={"rl_pairs": "[points run 1, points run 2, last reward run 1, last reward run 2]"},
+             command="bash bench/learning_determinism.sh")
 PY
