@@ -21,7 +21,6 @@ tokens/s per GPU (generated), update tokens/s per GPU (forwarded with grad), and
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -34,6 +33,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.record import write_record  # noqa: E402
 
 SIZES = {
     "1.5b": dict(d_model=2048, n_layers=20, n_heads=16, mlp_hidden_size=5632, vocab_size=126464),
@@ -168,44 +169,25 @@ def driver(a) -> None:
         print(f"{name}: {'ok' if ok else 'FAILED'} in {time.time() - start:.0f} s", flush=True)
         if not ok:
             print(log, flush=True)
-        write_record(out, runs, commands)  # after every run, so a cut-off driver still leaves what it measured
+        save(out, runs, commands)  # after every run, so a cut-off driver still leaves what it measured
 
 
-def write_record(out: Path, runs: dict, commands: dict) -> None:
-    me = str(Path(__file__).resolve().relative_to(ROOT))
+def save(out: Path, runs: dict, commands: dict) -> None:
     base = runs.get("single", {}).get("steady")
     for name in ("zero2", "zero3"):
         steady = runs.get(name, {}).get("steady")
         if base and steady:
             runs[name]["per_gpu_vs_1gpu"] = steady["rows_per_s_per_gpu"] / base["rows_per_s_per_gpu"]
-    record = {
-        "bench": "multi_gpu", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_revision": os.environ.get("RL_DLM_REV") or _git_rev(), "device": _device_name(),
-        "command": " ".join(["python", me, *sys.argv[1:]]), "commands": commands,
-        "units": {"step_s": "seconds per optimizer step (mean of steps 2..3)", "rows_per_s_per_gpu": "rollout rows "
-                  "(completions) trained per second per GPU", "rollout_tokens_per_s_per_gpu": "generated tokens "
-                  "per second of the rollout stage per GPU", "update_tokens_per_s_per_gpu": "tokens forwarded with "
-                  "grad per second of the update stage per GPU", "peak_mem_gib_per_gpu": "GiB (torch max allocated)",
-                  "per_gpu_vs_1gpu": "rows/s per GPU relative to the 1-GPU run (1.0 = perfect scaling)"},
-        "runs": runs,
-    }
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    revision = {"git_revision": os.environ["RL_DLM_REV"]} if os.environ.get("RL_DLM_REV") else {}
+    write_record(out, "multi_gpu", runs, commands=commands, **revision, units={
+        "step_s": "seconds per optimizer step (mean of steps 2..3)", "rows_per_s_per_gpu": "rollout rows "
+        "(completions) trained per second per GPU", "rollout_tokens_per_s_per_gpu": "generated tokens per second "
+        "of the rollout stage per GPU", "update_tokens_per_s_per_gpu": "tokens forwarded with grad per second of "
+        "the update stage per GPU", "peak_mem_gib_per_gpu": "GiB (torch max allocated)",
+        "per_gpu_vs_1gpu": "rows/s per GPU relative to the 1-GPU run (1.0 = perfect scaling)"})
     print(json.dumps({k: {"steady": v.get("steady"), "per_gpu_vs_1gpu": v.get("per_gpu_vs_1gpu"),
                           "peak": v.get("peak_mem_gib_per_gpu"), "error": v.get("error", "")[-300:]}
                       for k, v in runs.items()}, indent=1), flush=True)
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
-def _device_name() -> str:
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
 
 
 def main() -> None:
