@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.record import ROOT, command, write_record  # noqa: E402
+from bench.record import ROOT, write_record  # noqa: E402
 from bench.learning_report import plot, table  # noqa: E402
 from rl_dlm.data.tasks import GEN_LENGTH, TASKS, correct_reward, make_split  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, load_policy  # noqa: E402

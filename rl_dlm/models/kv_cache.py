@@ -32,7 +32,6 @@ Reference code
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

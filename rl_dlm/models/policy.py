@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rl_dlm.models.families import SPECS, Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
+from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "family_of", "load_policy"]
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from rl_dlm.models.kv_cache import BlockKVCache, block_logits, canvas_positions, supports_block_cache
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.sampling.rollout import Rollout, start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax, transfer_counts
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -97,17 +97,11 @@ class CachedSemiARSampler:
                              f"{type(policy.model).__name__} has no block cache: use cache='none'")
         n, p = prompt_ids.shape
         total = p + self.gen_length
-        device = prompt_ids.device
         mask_id = policy.mask_id
-        x = torch.cat([prompt_ids, torch.full((n, self.gen_length), mask_id, device=device)], 1)
-        hint_mask = None
-        if hint_ids is not None:
-            hint_mask = hint_ids >= 0
-            x[:, p:] = torch.where(hint_mask, hint_ids, x[:, p:])
-        key_mask = torch.cat([prompt_mask, torch.ones(n, self.gen_length, dtype=torch.bool, device=device)], 1)
+        canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, mask_id, hint_ids)
+        x, key_mask, hint_mask = canvas.x, canvas.key_mask, canvas.hint_mask
+        unmask_step, gens = canvas.unmask_step, canvas.gens
         positions = canvas_positions(key_mask)
-        unmask_step = torch.full((n, self.gen_length), -1, dtype=torch.long, device=device)
-        gens = [row_generator(int(s), "rollout", device) for s in row_seeds]
         cache = BlockKVCache() if self.cache != "none" else None
         num_blocks = self.gen_length // self.block_length
         steps_per_block = self.steps // num_blocks

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.sampling.rollout import Rollout, start_canvas
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
@@ -118,14 +118,9 @@ class DreamSampler:
         n, p = prompt_ids.shape
         device = prompt_ids.device
         mask_id = policy.mask_id
-        x = torch.cat([prompt_ids, torch.full((n, self.gen_length), mask_id, device=device)], 1)
-        hint_mask = None
-        if hint_ids is not None:
-            hint_mask = hint_ids >= 0
-            x[:, p:] = torch.where(hint_mask, hint_ids, x[:, p:])
-        key_mask = torch.cat([prompt_mask, torch.ones(n, self.gen_length, dtype=torch.bool, device=device)], 1)
-        unmask_step = torch.full((n, self.gen_length), -1, dtype=torch.long, device=device)
-        gens = [row_generator(int(s), "rollout", device) for s in row_seeds]
+        canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, mask_id, hint_ids)
+        x, key_mask, hint_mask = canvas.x, canvas.key_mask, canvas.hint_mask
+        unmask_step, gens = canvas.unmask_step, canvas.gens
         timesteps = torch.linspace(1, self.eps, self.steps + 1, device=device)  # fp32, as the official code
         for i in range(self.steps):
             masked = x[:, p:] == mask_id

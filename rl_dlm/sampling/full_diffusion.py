@@ -38,7 +38,7 @@ from torch import Tensor
 
 from rl_dlm.sampling.ascending import (ascending_blocks, ascending_counts, ascending_gamma, ascending_steps,
                                        eos_rejection, linear_gamma)
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from, row_generator
+from rl_dlm.sampling.rollout import Rollout, completion_mask_from, start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax, transfer_counts
 
 SCHEDULES = ("linear", "ascending")
@@ -109,11 +109,8 @@ class FullDiffusionSampler:
     def sample(self, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor) -> Rollout:
         n, p = prompt_ids.shape
         device = prompt_ids.device
-        x = torch.cat([prompt_ids, torch.full((n, self.gen_length), policy.mask_id, device=device)], 1)
-        attention_mask = torch.cat([prompt_mask, torch.ones(n, self.gen_length, dtype=torch.bool,
-                                                            device=device)], 1)
-        unmask_step = torch.full((n, self.gen_length), -1, dtype=torch.long, device=device)
-        gens = [row_generator(int(s), "rollout", device) for s in row_seeds]
+        canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, policy.mask_id)
+        x, attention_mask, unmask_step, gens = canvas.x, canvas.key_mask, canvas.unmask_step, canvas.gens
         eos_ids = torch.tensor(sorted({policy.stop_id, policy.pad_id}), device=device)
         fixed = ascending_counts(self.gen_length) if self.step_schedule == "ascending" else None
         for lo, hi, steps in self.windows():

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.sampling.rollout import Rollout, start_canvas
 
 
 def transfer_counts(masked: Tensor, steps: int) -> Tensor:
@@ -94,14 +94,9 @@ class SemiARSampler:
         """hint_ids: optional [N, L] tokens fixed in the canvas (−1 where free); they never count as steps."""
         n, p = prompt_ids.shape
         device = prompt_ids.device
-        x = torch.cat([prompt_ids, torch.full((n, self.gen_length), policy.mask_id, device=device)], 1)
-        hint_mask = None
-        if hint_ids is not None:
-            hint_mask = hint_ids >= 0
-            x[:, p:] = torch.where(hint_mask, hint_ids, x[:, p:])
-        attention_mask = torch.cat([prompt_mask, torch.ones(n, self.gen_length, dtype=torch.bool, device=device)], 1)
-        unmask_step = torch.full((n, self.gen_length), -1, dtype=torch.long, device=device)
-        gens = [row_generator(int(s), "rollout", device) for s in row_seeds]
+        canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, policy.mask_id, hint_ids)
+        x, attention_mask, hint_mask = canvas.x, canvas.key_mask, canvas.hint_mask
+        unmask_step, gens = canvas.unmask_step, canvas.gens
         num_blocks = self.gen_length // self.block_length
         steps_per_block = self.steps // num_blocks
         step = 0
