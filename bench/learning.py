@@ -23,7 +23,10 @@ What is shared, and what is each algorithm's own:
 Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy against rollouts) and the record
 `<out>/learning_<size>.json` (committed as `bench/results/learning_<size>.json`), after every finished run.
 Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one algorithm at its own learning
-rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g. '{"tasks": ["countdown"], "sft_steps": 3000}').
+rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
+'{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs; `--deterministic` asks for deterministic
+CUDA kernels (the start model becomes reproducible, the RL runs not yet). GPU runs go faster with several at once
+under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
 """
 from __future__ import annotations
 
