@@ -48,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import ROOT, write_record  # noqa: E402
-from bench.learning_report import plot, table  # noqa: E402
+from bench.learning_report import plot, split_spec, table  # noqa: E402
 from rl_dlm.data.tasks import GEN_LENGTH, TASKS, correct_reward, make_split  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, load_policy  # noqa: E402
 from rl_dlm.reward_runner import RewardFunction, RewardRunner  # noqa: E402
@@ -125,8 +125,7 @@ def accuracy(policy, task: str, rows: list[dict]) -> float:
 def parse_algo(spec: str) -> tuple[str, dict]:
     """`NAME[@RATE][+FIELD=VALUE...]` → (trainer name, config changes). `gdpo@1e-4` runs GDPO at its own learning
     rate; `gdpo+beta=0.04+full_canvas=true` changes its config fields (VALUE is JSON, else a string)."""
-    head, *fields = spec.split("+")
-    name, _, rate = head.partition("@")
+    name, rate, fields = split_spec(spec)
     if name not in TRAINERS:
         raise ValueError(f"unknown algorithm {name!r} in {spec!r}; choose from {list(ALGOS)}")
     changes = {"learning_rate": float(rate)} if rate else {}
@@ -142,14 +141,21 @@ def parse_algo(spec: str) -> tuple[str, dict]:
     return name, changes
 
 
-def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
-    """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
+def run_config(size: Size, algo: str, task: str, seed: int):
+    """(trainer class, its config) for one run: the shared budget, GDPO's rate scale, μ capped, then the spec's
+    own changes."""
     name, changes = parse_algo(algo)
     trainer_cls, config_cls = TRAINERS[name]
     mu = min(config_cls().num_iterations, size.max_num_iterations)
     settings = {**budget(size, task), "learning_rate": size.learning_rate * RATE_SCALE.get(name, 1.0), **changes}
-    args = config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}", seed=seed,
-                      max_steps=size.rollouts * mu, logging_steps=mu, **settings)
+    return trainer_cls, config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}",
+                                   seed=seed, max_steps=size.rollouts * mu, logging_steps=mu, **settings)
+
+
+def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
+    """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
+    trainer_cls, args = run_config(size, algo, task, seed)
+    mu = args.num_iterations
     policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
                          device=device(), check_alignment=False)
     test = make_split(task, "test", size.n_eval, seed=0)
@@ -167,7 +173,7 @@ def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before:
     points.append((size.rollouts, accuracy(trainer.policy, task, test)))
     rewards = [h["reward"] for h in history if "reward" in h]
     return {"algo": algo, "task": task, "seed": seed, "learning_rate": args.learning_rate, "num_iterations": mu,
-            "paper_num_iterations": config_cls().num_iterations, "points": points,
+            "paper_num_iterations": type(args)().num_iterations, "points": points,
             "before": before, "after": points[-1][1], "gain_points": round(100 * (points[-1][1] - before), 1),
             "seconds": round(time.time() - start, 1),
             "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None}

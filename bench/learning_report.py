@@ -25,11 +25,17 @@ def _algos(record: dict) -> list[str]:
     return [a for a in NAMES if a in present] + sorted(present - set(NAMES))
 
 
+def split_spec(spec: str) -> tuple[str, str, list[str]]:
+    """A run spec of `bench/learning.py --algos`, `NAME[@RATE][+FIELD=VALUE...]` → (NAME, RATE or "", fields)."""
+    head, *fields = spec.split("+")
+    name, _, rate = head.partition("@")
+    return name, rate, fields
+
+
 def label(algo: str, rate: float | None = None, shared: float | None = None) -> str:
-    """`gdpo@1e-4+beta=0.04` → "GDPO (lr 1e-4, beta=0.04)" (the spec syntax of `bench/learning.py --algos`);
-    a run's own `rate`, where it differs from the `shared` one, is shown too."""
-    head, *fields = algo.split("+")
-    name, _, given = head.partition("@")
+    """`gdpo@1e-4+beta=0.04` → "GDPO (lr 1e-4, beta=0.04)"; a run's own `rate`, where it differs from the
+    `shared` one, is shown too."""
+    name, given, fields = split_spec(algo)
     if not given and rate is not None and shared is not None and rate != shared:
         mantissa, exponent = f"{rate:e}".split("e")
         given = f"{float(mantissa):g}e{int(exponent)}"  # 1e-4, as the --algos spec would write it

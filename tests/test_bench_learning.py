@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.learning import RATE_SCALE, SIZES, budget, parse_algo  # noqa: E402
+from bench.learning import SIZES, parse_algo, run_config  # noqa: E402
 from bench.learning_report import label  # noqa: E402
 
 
@@ -28,7 +28,11 @@ def test_report_labels_show_every_change():
     assert label("gdpo", 1e-4, 4e-4) == "GDPO (lr 1e-4)" and label("gdpo", 4e-4, 4e-4) == "GDPO"
 
 
-def test_only_gdpo_leaves_the_shared_rate_and_the_shared_settings_match_the_docs():
-    assert RATE_SCALE == {"gdpo": 0.25}
-    shared = budget(SIZES["gpu"], "countdown")
-    assert (shared["learning_rate"], shared["num_generations"], shared["lora_r"]) == (4e-4, 8, 16)
+def test_run_config_scales_gdpo_rate_caps_mu_and_lets_the_spec_win():
+    size = SIZES["gpu"]
+    rates = {spec: run_config(size, spec, "countdown", 0)[1].learning_rate
+             for spec in ("diffu_grpo", "mdpo", "gdpo", "gdpo@2e-4")}
+    assert rates == {"diffu_grpo": 4e-4, "mdpo": 4e-4, "gdpo": 1e-4, "gdpo@2e-4": 2e-4}
+    _, args = run_config(size, "diffu_grpo+beta=0.0", "countdown", 1)  # paper μ = 12 → 4
+    assert (args.num_iterations, args.max_steps, args.beta, args.seed) == (4, size.rollouts * 4, 0.0, 1)
+    assert (args.num_generations, args.per_device_train_batch_size, args.lora_r) == (8, 32, 16)
