@@ -9,7 +9,9 @@ What is shared, and what is each algorithm's own:
   advantage, β, ε, sampling temperature, estimator knobs): the `<Algo>Config` defaults.
 - Scaled to the budget and shared by all six: μ = min(paper μ, 4) inner updates per rollout batch, G = 8
   completions for each of 4 prompts per rollout batch, the number of rollout batches, LoRA r 16 / α 32 / no
-  dropout, learning rate, grad-norm clip 1.0, no warm-up, the canvas (the task's completion length) and rollout
+  dropout, learning rate and its schedule (constant at CPU size; at GPU size cosine to 0 over the run, so that
+  the last policy, the one scored, is a settled one rather than a snapshot of a still-moving one), grad-norm
+  clip 1.0, no warm-up, the canvas (the task's completion length) and rollout
   steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own). The papers' learning rates
   (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all instead, so that the
   comparison is at equal step size rather than at unequal, unscaled ones — except GDPO, which runs at a
@@ -24,13 +26,15 @@ Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy
 `<out>/learning_<size>.json` (committed as `bench/results/learning_<size>.json`), after every finished run.
 Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one algorithm at its own learning
 rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
-'{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs; `--deterministic` asks for deterministic
-CUDA kernels (the start model becomes reproducible, the RL runs not yet). GPU runs go faster with several at once
+'{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs. The GPU start model is built with
+deterministic CUDA kernels, so the same command gives the same start model; `--deterministic` asks for them in
+the RL runs too (which are not yet bit-reproducible even then: `deterministic_kernels`). GPU runs go faster with several at once
 under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -69,6 +73,7 @@ class Size:
     prompts: int = 4
     group: int = 8
     learning_rate: float = 4e-4
+    lr_scheduler: str = "constant_with_warmup"  # transformers' scheduler name; "cosine" decays to 0 at the end
     max_num_iterations: int = 4  # μ = min(paper μ, this): at most 4 inner updates per rollout batch
     workers: int = 1  # parallel runs (subprocesses); 1 runs in this process
     model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
@@ -82,7 +87,7 @@ class Size:
 
 SIZES = {
     "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10),
-    "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=40, eval_every=10, workers=16,
+    "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=80, eval_every=10, workers=16, lr_scheduler="cosine",
                 model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
 }
 
@@ -93,7 +98,8 @@ def budget(size: Size, task: str) -> dict:
     return dict(num_generations=size.group, per_device_train_batch_size=size.prompts * size.group,
                 gradient_accumulation_steps=1, max_completion_length=length, block_length=block_of(length),
                 diffusion_steps=length // 4, max_prompt_length=128, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-                max_grad_norm=1.0, warmup_steps=0, learning_rate=size.learning_rate, report_to=["none"],
+                max_grad_norm=1.0, warmup_steps=0, learning_rate=size.learning_rate,
+                lr_scheduler_type=size.lr_scheduler, report_to=["none"],
                 merge_lora_for_inference=True)
 
 
@@ -194,8 +200,9 @@ def start_model(size: Size, out: Path, given: str | None) -> tuple[str, dict]:
                            learning_rate=size.sft_learning_rate, tasks={t: size.sft_rows for t in TASKS},
                            device=device(), bf16=device() == "cuda", model=size.model,
                            snapshot_every=size.sft_snapshot_every)
-    build_embedded_model(settings)
-    info = {"source": "built by this command (rl_dlm.sft.build_embedded_model)",
+    with deterministic_kernels():
+        build_embedded_model(settings)
+    info = {"source": "built by this command (rl_dlm.sft.build_embedded_model, deterministic kernels)",
             "sft": json.loads((target / "sft_info.json").read_text())}
     if size.sft_snapshot_every:
         info["selection"] = keep_best_snapshot(size, target)
@@ -262,14 +269,27 @@ def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, floa
 
 
 def make_deterministic() -> None:
-    """`--deterministic`: deterministic CUDA kernels (a fixed cuBLAS workspace, no atomic-add backward passes,
-    no cuDNN attention). Measured on an H100 (bench/results/learning_determinism.json): the GPU start model's
-    SFT becomes bit-identical between builds; the RL runs do not yet (flash attention's backward has no
-    deterministic kernel; `warn_only` lets it run and warn). Off by default: the committed GPU results were
-    made without it, and its kernels give a different start model."""
+    """Deterministic CUDA kernels: a fixed cuBLAS workspace, no atomic-add backward passes, no cuDNN attention
+    (its backward is not deterministic; flash/efficient attention are used instead)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # inherited by the worker subprocesses
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cuda.enable_cudnn_sdp(False)  # its attention backward is not deterministic; flash/efficient are used
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+@contextlib.contextmanager
+def deterministic_kernels():
+    """The start model is always built under deterministic kernels: measured on an H100
+    (bench/results/learning_determinism.json), two builds give bit-identical weights (same sha256), so every
+    GPU run starts from the same model. The RL runs use them only with `--deterministic`, and are not
+    bit-reproducible even then (flash attention's backward has no deterministic kernel; `warn_only` lets it
+    run and warn)."""
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.cudnn_sdp_enabled()
+    make_deterministic()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=True)
+        torch.backends.cuda.enable_cudnn_sdp(was[1])
 
 
 def main():
@@ -284,7 +304,8 @@ def main():
     ap.add_argument("--build-only", action="store_true", help="build the start model, measure it, and stop")
     ap.add_argument("--override", default="{}", help="JSON of Size fields to change (e.g. '{\"rollouts\": 4}')")
     ap.add_argument("--name", default=None, help="record name: <out>/<name>.{md,png,json} (default learning_<size>)")
-    ap.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (see make_deterministic)")
+    ap.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels in the RL runs too "
+                    "(see deterministic_kernels)")
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a worker subprocess
     a = ap.parse_args()
     if a.deterministic:

@@ -36,3 +36,23 @@ def test_run_config_scales_gdpo_rate_caps_mu_and_lets_the_spec_win():
     _, args = run_config(size, "diffu_grpo+beta=0.0", "countdown", 1)  # paper μ = 12 → 4
     assert (args.num_iterations, args.max_steps, args.beta, args.seed) == (4, size.rollouts * 4, 0.0, 1)
     assert (args.num_generations, args.per_device_train_batch_size, args.lora_r) == (8, 32, 16)
+
+
+def test_schedule_is_shared_and_a_spec_can_change_it():
+    """GPU size decays the rate to 0 over the run; CPU size keeps it constant; `+lr_scheduler_type=` wins."""
+    assert run_config(SIZES["gpu"], "cj_grpo", "countdown", 0)[1].lr_scheduler_type == "cosine"
+    assert run_config(SIZES["cpu"], "cj_grpo", "countdown", 0)[1].lr_scheduler_type == "constant_with_warmup"
+    _, args = run_config(SIZES["gpu"], "gdpo+lr_scheduler_type=constant_with_warmup", "countdown", 0)
+    assert args.lr_scheduler_type == "constant_with_warmup"
+
+
+def test_deterministic_kernels_are_restored_after_the_build():
+    import torch
+
+    from bench.learning import deterministic_kernels
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.cudnn_sdp_enabled()
