@@ -28,8 +28,8 @@ Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one
 rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
 '{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs. The GPU start model is built with
 deterministic CUDA kernels, so the same command gives the same start model; `--deterministic` asks for them in
-the RL runs too (which are not yet bit-reproducible even then: `deterministic_kernels`). GPU runs go faster with several at once
-under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
+the RL runs too (which are not yet bit-reproducible even then: `deterministic_kernels`). GPU runs go faster
+with several at once under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
 """
 from __future__ import annotations
 
