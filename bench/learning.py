@@ -15,9 +15,11 @@ What is shared, and what is each algorithm's own:
   steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own). The papers' learning rates
   (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all instead, so that the
   comparison is at equal step size rather than at unequal, unscaled ones — except GDPO, which runs at a
-  quarter of it (`RATE_SCALE`): its clip acts on a length-normalised sequence ratio exp(ΔELBO / L), which
+  fraction of it (`Size.rate_scale`): its clip acts on a length-normalised sequence ratio exp(ΔELBO / L), which
   ε = 0.5 practically never reaches, so nothing bounds a step but the rate (its paper's rate is likewise 10×
-  below the others'). At the shared rate GDPO gains for 10 batches, then collapses (docs/results/README.md).
+  below the others'). At the shared rate GDPO gains for 10 batches, then collapses; a quarter of it suits the
+  GPU's 80 batches, while over the CPU's 10 it barely moves the 3.4 M model, which half the rate does
+  (docs/results/README.md).
 - Evaluation is the same for all: ≥ 500 held-out problems per task (disjoint from training by construction),
   greedy semi-AR decoding with the papers' protocol (steps = length / 2, block 16, 32 for sudoku), scored by the
   task's correctness reward. Accuracy before training is measured once per task (same start model).
@@ -60,7 +62,6 @@ from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 from rl_dlm.trainers import TRAINERS  # noqa: E402
 
 ALGOS = ("diffu_grpo", "coupled_grpo", "gdpo", "cj_grpo", "mdpo", "igpo")
-RATE_SCALE = {"gdpo": 0.25}  # × the shared learning rate (module docstring); `gdpo@RATE` overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Size:
     learning_rate: float = 4e-4
     lr_scheduler: str = "constant_with_warmup"  # transformers' scheduler name; "cosine" decays to 0 at the end
     max_num_iterations: int = 4  # μ = min(paper μ, this): at most 4 inner updates per rollout batch
+    rate_scale: dict = dataclasses.field(default_factory=lambda: {"gdpo": 0.25})  # × learning_rate, per algorithm
     workers: int = 1  # parallel runs (subprocesses); 1 runs in this process
     model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
     sft_steps: int = 0
@@ -86,7 +88,7 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10),
+    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10, rate_scale={"gdpo": 0.5}),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=80, eval_every=10, workers=16, lr_scheduler="cosine",
                 model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
 }
@@ -153,7 +155,8 @@ def run_config(size: Size, algo: str, task: str, seed: int):
     name, changes = parse_algo(algo)
     trainer_cls, config_cls = TRAINERS[name]
     mu = min(config_cls().num_iterations, size.max_num_iterations)
-    settings = {**budget(size, task), "learning_rate": size.learning_rate * RATE_SCALE.get(name, 1.0), **changes}
+    rate = size.learning_rate * size.rate_scale.get(name, 1.0)
+    settings = {**budget(size, task), "learning_rate": rate, **changes}
     return trainer_cls, config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}",
                                    seed=seed, max_steps=size.rollouts * mu, logging_steps=mu, **settings)
 
@@ -346,7 +349,7 @@ def main():
             units={"before": "held-out accuracy (fraction correct, greedy)", "points": "[rollout batches, accuracy]",
                    "gain_points": "percentage points, after − before", "seconds": "wall seconds of one run"},
             size=dataclasses.asdict(size), start_model=model_info,
-            shared_settings={t: budget(size, t) for t in size.tasks}, rate_scale=RATE_SCALE)
+            shared_settings={t: budget(size, t) for t in size.tasks})
         (out / f"{name}.md").write_text(table(record))
         return record
 

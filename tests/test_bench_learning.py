@@ -33,6 +33,7 @@ def test_run_config_scales_gdpo_rate_caps_mu_and_lets_the_spec_win():
     rates = {spec: run_config(size, spec, "countdown", 0)[1].learning_rate
              for spec in ("diffu_grpo", "mdpo", "gdpo", "gdpo@2e-4")}
     assert rates == {"diffu_grpo": 4e-4, "mdpo": 4e-4, "gdpo": 1e-4, "gdpo@2e-4": 2e-4}
+    assert run_config(SIZES["cpu"], "gdpo", "countdown", 0)[1].learning_rate == 2e-4  # half over 10 batches
     _, args = run_config(size, "diffu_grpo+beta=0.0", "countdown", 1)  # paper μ = 12 → 4
     assert (args.num_iterations, args.max_steps, args.beta, args.seed) == (4, size.rollouts * 4, 0.0, 1)
     assert (args.num_generations, args.per_device_train_batch_size, args.lora_r) == (8, 32, 16)
