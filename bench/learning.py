@@ -161,12 +161,20 @@ def run_config(size: Size, algo: str, task: str, seed: int):
                                    seed=seed, max_steps=size.rollouts * mu, logging_steps=mu, **settings)
 
 
+def start_policy(model_dir: str, args):
+    """The start model with fresh LoRA adapters drawn from the run's seed, as `RLTrainer` draws them when it is
+    given a path: unseeded, the adapters' initialisation (and so the whole run) differed between two runs of
+    one command."""
+    torch.manual_seed(args.seed)
+    return load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
+                       device=device(), check_alignment=False)
+
+
 def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
     """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
     trainer_cls, args = run_config(size, algo, task, seed)
     mu = args.num_iterations
-    policy = load_policy(model_dir, lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout),
-                         device=device(), check_alignment=False)
+    policy = start_policy(model_dir, args)
     test = make_split(task, "test", size.n_eval, seed=0)
     trainer = trainer_cls(policy, {"correct": correct_reward(task)}, args=args,
                           train_dataset=make_split(task, "train", 3000), correct_reward="correct")

@@ -57,3 +57,21 @@ def test_deterministic_kernels_are_restored_after_the_build():
         assert torch.are_deterministic_algorithms_enabled()
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_a_runs_adapters_are_a_function_of_its_seed():
+    import torch
+
+    from bench.learning import ROOT, start_policy
+
+    model = str(ROOT / "checkpoints" / "tiny-llada")
+
+    states = iter(range(1000, 1004))
+
+    def adapters(seed):
+        torch.manual_seed(next(states))  # a different global state for every call: the run's seed decides
+        _, args = run_config(SIZES["cpu"], "diffu_grpo", "countdown", seed)
+        model_ = start_policy(model, args).model
+        return torch.cat([p.detach().flatten() for n, p in sorted(model_.named_parameters()) if "lora_A" in n])
+
+    assert torch.equal(adapters(0), adapters(0)) and not torch.equal(adapters(0), adapters(1))
