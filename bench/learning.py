@@ -30,7 +30,7 @@ Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one
 rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
 '{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs. The GPU start model is built with
 deterministic CUDA kernels, so the same command gives the same start model; `--deterministic` asks for them in
-the RL runs too (which are not yet bit-reproducible even then: `deterministic_kernels`). GPU runs go faster
+the RL runs too (see `deterministic_kernels`). On the CPU a run is a function of its seed. GPU runs go faster
 with several at once under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
 """
 from __future__ import annotations
@@ -291,9 +291,10 @@ def make_deterministic() -> None:
 def deterministic_kernels():
     """The start model is always built under deterministic kernels: measured on an H100
     (bench/results/learning_determinism.json), two builds give bit-identical weights (same sha256), so every
-    GPU run starts from the same model. The RL runs use them only with `--deterministic`, and are not
-    bit-reproducible even then (flash attention's backward has no deterministic kernel; `warn_only` lets it
-    run and warn)."""
+    GPU run starts from the same model. The RL runs use them only with `--deterministic`; flash attention's
+    backward has no deterministic kernel (`warn_only` lets it run and warn), so they were not bit-reproducible
+    in that measurement, which was made before each run's LoRA adapters were drawn from its seed
+    (`start_policy`)."""
     was = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.cudnn_sdp_enabled()
     make_deterministic()
     try:
