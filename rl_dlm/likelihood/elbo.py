@@ -21,8 +21,8 @@ Options:
   process q_t). Default: "floor" with Gauss–Legendre, "bernoulli" with Monte Carlo;
 - `full_canvas=False`: L is the completion up to and including the end-of-turn token
   (`rollout.completion_mask.sum`), positions after it are never scored (and stay visible unless
-  `mask_tail`); `True` reproduces the reference, which masks and scores the whole canvas (padding included). The objective must normalise
-  by the same L (the trainer passes one `full_canvas` flag to both);
+  `mask_tail`); `True` reproduces the reference, which masks and scores the whole canvas (padding included).
+  The objective must normalise by the same L (the trainer passes one `full_canvas` flag to both);
 - `mask_tail=True` (with `full_canvas=False`): the slots after the end-of-turn token are masked in every view
   and never scored, so the estimate is the ELBO of the completion under the model's marginal over the rest of
   the canvas. With `mask_tail=False` they stay visible, which tells the model where the completion ends — a
