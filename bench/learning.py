@@ -279,22 +279,27 @@ def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, floa
     return results
 
 
-def make_deterministic() -> None:
+def make_deterministic(math_attention: bool = False) -> None:
     """Deterministic CUDA kernels: a fixed cuBLAS workspace, no atomic-add backward passes, no cuDNN attention
-    (its backward is not deterministic; flash/efficient attention are used instead)."""
+    (its backward is not deterministic; flash/efficient attention are used instead). `math_attention` also
+    turns flash and memory-efficient attention off: their backward passes may accumulate with atomics, which
+    `use_deterministic_algorithms` only warns about; the RL runs ask for it (at 27 M parameters and ≤ 200
+    positions, the math kernel costs little)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # inherited by the worker subprocesses
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cuda.enable_cudnn_sdp(False)
+    if math_attention:
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
 
 
 @contextlib.contextmanager
 def deterministic_kernels():
     """The start model is always built under deterministic kernels: measured on an H100
     (bench/results/learning_determinism.json), two builds give bit-identical weights (same sha256), so every
-    GPU run starts from the same model. The RL runs use them only with `--deterministic`; flash attention's
-    backward has no deterministic kernel (`warn_only` lets it run and warn), so they were not bit-reproducible
-    in that measurement, which was made before each run's LoRA adapters were drawn from its seed
-    (`start_policy`)."""
+    GPU run starts from the same model. The RL runs use them with `--deterministic`, which also restricts
+    attention to the math kernel (`make_deterministic`); the GPU records made before each run's LoRA adapters
+    were drawn from its seed (`start_policy`) and before that restriction were not bit-reproducible."""
     was = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.cudnn_sdp_enabled()
     make_deterministic()
     try:
@@ -321,7 +326,7 @@ def main():
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a worker subprocess
     a = ap.parse_args()
     if a.deterministic:
-        make_deterministic()
+        make_deterministic(math_attention=True)
     if a.run_one:
         spec = json.loads(a.run_one)
         size = Size(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["size"].items()})

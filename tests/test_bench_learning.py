@@ -59,6 +59,30 @@ def test_deterministic_kernels_are_restored_after_the_build():
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.cudnn_sdp_enabled()
 
 
+def test_rl_runs_under_deterministic_kernels_use_math_attention(monkeypatch):
+    """`--deterministic` RL runs leave only the math attention kernel (flash / efficient backward passes may
+    accumulate with atomics); the start-model build keeps them."""
+    import torch
+
+    from bench.learning import deterministic_kernels, make_deterministic
+
+    cuda = torch.backends.cuda
+    flags = (cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(), cuda.cudnn_sdp_enabled(),
+             torch.are_deterministic_algorithms_enabled())
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        with deterministic_kernels():
+            assert cuda.flash_sdp_enabled() and cuda.mem_efficient_sdp_enabled()
+        make_deterministic(math_attention=True)
+        assert not (cuda.flash_sdp_enabled() or cuda.mem_efficient_sdp_enabled() or cuda.cudnn_sdp_enabled())
+        assert cuda.math_sdp_enabled() and torch.are_deterministic_algorithms_enabled()
+    finally:
+        cuda.enable_flash_sdp(flags[0])
+        cuda.enable_mem_efficient_sdp(flags[1])
+        cuda.enable_cudnn_sdp(flags[2])
+        torch.use_deterministic_algorithms(flags[3])
+
+
 def test_a_runs_adapters_are_a_function_of_its_seed():
     import torch
 
