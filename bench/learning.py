@@ -300,13 +300,19 @@ def deterministic_kernels():
     GPU run starts from the same model. The RL runs use them with `--deterministic`, which also restricts
     attention to the math kernel (`make_deterministic`); the GPU records made before each run's LoRA adapters
     were drawn from its seed (`start_policy`) and before that restriction were not bit-reproducible."""
-    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.cudnn_sdp_enabled()
+    cuda = torch.backends.cuda
+    was = (torch.are_deterministic_algorithms_enabled(), cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(),
+           cuda.mem_efficient_sdp_enabled())
     make_deterministic()
+    cuda.enable_flash_sdp(True)  # the kernels the start model was measured with, with or without --deterministic
+    cuda.enable_mem_efficient_sdp(True)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(was[0], warn_only=True)
-        torch.backends.cuda.enable_cudnn_sdp(was[1])
+        cuda.enable_cudnn_sdp(was[1])
+        cuda.enable_flash_sdp(was[2])
+        cuda.enable_mem_efficient_sdp(was[3])
 
 
 def main():

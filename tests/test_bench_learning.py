@@ -71,11 +71,12 @@ def test_rl_runs_under_deterministic_kernels_use_math_attention(monkeypatch):
              torch.are_deterministic_algorithms_enabled())
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     try:
-        with deterministic_kernels():
-            assert cuda.flash_sdp_enabled() and cuda.mem_efficient_sdp_enabled()
         make_deterministic(math_attention=True)
         assert not (cuda.flash_sdp_enabled() or cuda.mem_efficient_sdp_enabled() or cuda.cudnn_sdp_enabled())
         assert cuda.math_sdp_enabled() and torch.are_deterministic_algorithms_enabled()
+        with deterministic_kernels():  # the same start model with or without --deterministic
+            assert cuda.flash_sdp_enabled() and cuda.mem_efficient_sdp_enabled()
+        assert not (cuda.flash_sdp_enabled() or cuda.mem_efficient_sdp_enabled())
     finally:
         cuda.enable_flash_sdp(flags[0])
         cuda.enable_mem_efficient_sdp(flags[1])
