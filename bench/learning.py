@@ -252,7 +252,8 @@ def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, floa
         print(json.dumps(result), flush=True)
         with lock:
             results.append(result)
-            on_result(sorted(results, key=lambda r: jobs.index((r["algo"], r["task"], r["seed"]))))
+            results.sort(key=lambda r: jobs.index((r["algo"], r["task"], r["seed"])))  # job order, not finish order
+            on_result(list(results))
         return result
 
     if size.workers <= 1:

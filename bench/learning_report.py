@@ -14,8 +14,9 @@ NAMES = {"diffu_grpo": "diffu-GRPO", "coupled_grpo": "coupled-GRPO", "gdpo": "GD
 
 
 def _runs(record: dict) -> dict[tuple[str, str], list[dict]]:
+    """Runs by (algorithm, task), in seed order (parallel runs finish in any order)."""
     by = defaultdict(list)
-    for run in record["metrics"]["runs"]:
+    for run in sorted(record["metrics"]["runs"], key=lambda r: r["seed"]):
         by[run["algo"], run["task"]].append(run)
     return by
 

@@ -100,3 +100,19 @@ def test_a_runs_adapters_are_a_function_of_its_seed():
         return torch.cat([p.detach().flatten() for n, p in sorted(model_.named_parameters()) if "lora_A" in n])
 
     assert torch.equal(adapters(0), adapters(0)) and not torch.equal(adapters(0), adapters(1))
+
+
+def test_table_lists_each_seeds_gain_in_seed_order():
+    """Parallel runs finish in any order; the brackets follow the seeds, as the caption says."""
+    from bench.learning_report import table
+
+    def run(seed, after):
+        return {"algo": "gdpo", "task": "countdown", "seed": seed, "after": after, "seconds": 1.0,
+                "gain_points": round(100 * (after - 0.1), 1), "learning_rate": 1e-4}
+
+    record = {"size": {"tasks": ["countdown"], "seeds": [0, 1], "n_eval": 500, "rollouts": 80, "prompts": 4,
+                       "group": 8, "learning_rate": 4e-4},
+              "metrics": {"before": {"countdown": 0.1}, "runs": [run(1, 0.3), run(0, 0.2)]},
+              "device": "cpu", "start_model": {"source": "x"}, "command": "python x", "git_revision": "abc",
+              "date": "today"}
+    assert "10.0 → 25.0 (**+15.0**; +10.0, +20.0)" in table(record)
