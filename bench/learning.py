@@ -2,7 +2,7 @@
 the same rollout budget and seeds; held-out greedy accuracy before, during and after.
 
     python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 22 min, 2 cores
-    python bench/learning.py --size gpu --out $OUT                # builds a 27M-parameter model first; one H100
+    python bench/learning.py --size gpu --deterministic --model DIR   # builds a 27M-parameter model in DIR first; one H100
 
 What is shared, and what is each algorithm's own:
 - Each trainer keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
