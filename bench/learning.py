@@ -2,7 +2,7 @@
 the same rollout budget and seeds; held-out greedy accuracy before, during and after.
 
     python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 22 min, 2 cores
-    python bench/learning.py --size gpu --deterministic --model DIR   # builds a 27M-parameter model in DIR first; one H100
+    python bench/learning.py --size gpu --deterministic --model DIR   # builds a 27M model in DIR first; one H100
 
 What is shared, and what is each algorithm's own:
 - Each trainer keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
@@ -30,8 +30,9 @@ Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one
 rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
 '{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs. The GPU start model is built with
 deterministic CUDA kernels, so the same command gives the same start model; `--deterministic` asks for them in
-the RL runs too (see `deterministic_kernels`). On the CPU a run is a function of its seed. GPU runs go faster
-with several at once under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
+the RL runs too, with attention on the math kernel (see `deterministic_kernels`); with it a GPU run is a
+function of its command (measured: docs/results/README.md). On the CPU a run is a function of its seed. GPU runs
+go faster with several at once under CUDA MPS (`nvidia-cuda-mps-control -d`, `workers` > 1).
 """
 from __future__ import annotations
 
@@ -282,10 +283,9 @@ def run_all(size: Size, model_dir: str, algos: list[str], before: dict[str, floa
 
 def make_deterministic(math_attention: bool = False) -> None:
     """Deterministic CUDA kernels: a fixed cuBLAS workspace, no atomic-add backward passes, no cuDNN attention
-    (its backward is not deterministic; flash/efficient attention are used instead). `math_attention` also
-    turns flash and memory-efficient attention off: their backward passes may accumulate with atomics, which
-    `use_deterministic_algorithms` only warns about; the RL runs ask for it (at 27 M parameters and ≤ 200
-    positions, the math kernel costs little)."""
+    (its backward is not deterministic). `math_attention` also turns flash and memory-efficient attention off:
+    their backward passes may accumulate with atomics, which `use_deterministic_algorithms` only warns about.
+    The RL runs ask for it (at 27 M parameters and ≤ 200 positions, the math kernel costs little)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # inherited by the worker subprocesses
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cuda.enable_cudnn_sdp(False)
