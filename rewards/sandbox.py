@@ -75,9 +75,10 @@ PYTHON = os.path.realpath(sys.executable)
 
 from rewards._sandbox_scripts import JUDGE_SRC, RUNNER_SRC, SECCOMP_SRC
 
-__all__ = ["SandboxResult", "SandboxUnavailable", "run_tests", "isolation"]
+__all__ = ["SandboxResult", "SandboxUnavailable", "run_tests", "isolation", "MAX_OUTPUT_BYTES"]
 
 ALLOW_PLAIN_ENV = "RL_DLM_SANDBOX_ALLOW_PLAIN"
+MAX_OUTPUT_BYTES = 1 << 20  # stdout + stderr a candidate may write in one run; more scores 0
 STARTUP_GRACE = 2.0  # seconds, on top of the first test's timeout, for interpreter start-up + loading the candidate
 MARKER = "rl-dlm-sandbox"  # appears in the judge/runner command lines (tests scan /proc for it)
 
@@ -91,7 +92,7 @@ class SandboxResult:
 
     passed: list[bool]
     reasons: list[str] = field(default_factory=list)
-    status: str = "ok"  # ok | timeout | harness_error
+    status: str = "ok"  # ok | abuse (every test failed: output over the cap, left running) | timeout | harness_error
     info: dict = field(default_factory=dict)
 
     @property
@@ -194,6 +195,18 @@ def _count_tasks(uid: int) -> int:
     return total
 
 
+_WARNED_WRITES: list = []
+
+
+def _warn_if_writes_unconfined(info: dict) -> None:
+    """Warn once when the candidate could write outside its working directory (no mounts, no Landlock)."""
+    if _WARNED_WRITES or info.get("landlock") or (info.get("ro") and info.get("tmp_ro")):
+        return
+    _WARNED_WRITES.append(True)
+    warnings.warn("rewards.sandbox: neither read-only mounts nor Landlock are available, so candidate code can "
+                  "write outside its working directory (see the module docstring)", RuntimeWarning, stacklevel=3)
+
+
 def _communicate(proc: subprocess.Popen, data: bytes, timeout: float, cap: int) -> tuple[bytes, bool]:
     """Feed ``data`` to stdin and read stdout (first ``cap`` bytes kept) until EOF or ``timeout``."""
     import time
@@ -231,7 +244,8 @@ def _communicate(proc: subprocess.Popen, data: bytes, timeout: float, cap: int) 
 
 def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None, *, timeout: float = 5.0,
               memory_mb: int = 1024, nproc: int = 32, fsize_mb: int = 16, max_wall: float | None = None,
-              allow_plain: bool | None = None, allow_fork: bool = False) -> SandboxResult:
+              allow_plain: bool | None = None, allow_fork: bool = False,
+              max_output_bytes: int | None = None) -> SandboxResult:
     """Run ``tests`` against candidate ``code`` in the sandbox.
 
     ``tests`` is either a list of statements (each ``assert ...`` is one test, other statements such
@@ -243,6 +257,10 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
     The tests see the candidate's functions (as proxies), its marshallable constants, and the
     stdlib modules it imported (re-imported by the judge); names that shadow builtins are hidden
     unless they are ``entry_point`` (so ``def abs(x): return 0`` cannot rig a test's ``abs``).
+
+    Passing is not enough: when the candidate writes more than ``max_output_bytes`` (None:
+    ``MAX_OUTPUT_BYTES``) to stdout and stderr together, or it (with every process it started) has not exited ``timeout`` seconds after
+    its last test, every test fails and ``status`` is ``"abuse"``.
 
     >>> run_tests("def add(a, b):\\n    return a + b", ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]).passed
     [True, False]
@@ -276,9 +294,10 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
                "allow_fork": bool(allow_fork), "timeout": float(timeout), "nonce": nonce,
                "mem": int(memory_mb) << 20, "fsize": int(fsize_mb) << 20, "startup": STARTUP_GRACE,
                "cpu": int(timeout * n_tests + STARTUP_GRACE) + 2,
-               "nproc": nproc + (0 if uid is not None else _count_tasks(os.getuid())), "uid": uid,
+               "max_output": int(MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes), "nproc": nproc + (0 if uid is not None else _count_tasks(os.getuid())), "uid": uid,
                "ns": mode == "ns", "workdir": workdir, "tmpfs_mb": 64, "max_msg": 64 << 20, "runner": RUNNER_SRC}
-        wall = max_wall if max_wall is not None else (timeout + STARTUP_GRACE + 1.0) * len(items) + 10.0
+        # each item, then one more timeout for the runner to exit on its own
+        wall = max_wall if max_wall is not None else (timeout + STARTUP_GRACE + 1.0) * len(items) + timeout + 10.0
         out, timed_out = _communicate(proc, json.dumps(cfg).encode(), wall, cap=1 << 20)
     finally:
         try:
@@ -305,4 +324,7 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
             and isinstance(report.get("results"), list) and len(report["results"]) == n_tests):
         return bad  # (explicit checks, not asserts: they must survive python -O)
     passed = [r is True for r in report["results"]]
-    return SandboxResult(passed, [str(r) for r in report.get("reasons", [""] * n_tests)], "ok", report.get("info", {}))
+    info = report.get("info") if isinstance(report.get("info"), dict) else {}
+    _warn_if_writes_unconfined(info)
+    status = "abuse" if report.get("abuse") else "ok"
+    return SandboxResult(passed, [str(r) for r in report.get("reasons", [""] * n_tests)], status, info)
