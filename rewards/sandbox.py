@@ -17,7 +17,8 @@ types only). Consequences:
   random per-run nonce and the per-test results to its saved stdout; the parent requires that
   exact nonce and one result per test, anything else is all-fail. The nonce never exists in the
   runner's memory (a fresh ``exec``), the judge is non-dumpable and the runner has no
-  capabilities, so it cannot read the judge's memory, pipes or fds, and its own stdout is /dev/null.
+  capabilities, so it cannot read the judge's memory, pipes or fds; its stdout and stderr are a
+  pipe that the judge only counts.
 
 Limits and isolation of the runner
 ----------------------------------
@@ -25,12 +26,40 @@ Limits and isolation of the runner
 files; every capability dropped (bounding set, ambient, ``SECBIT_NOROOT`` locked, no_new_privs);
 a seccomp filter that makes ``fork``/``vfork``/``clone`` (except threads) fail, because the kernel
 never enforces ``RLIMIT_NPROC`` for uid 0 and a fork bomb as root exhausts the machine's pids in a
-second; a scrubbed environment; stdin/stdout/stderr on ``/dev/null`` (output floods cost nothing);
-no network (own net namespace, loopback down); every mount read-only except private tmpfs on
-``/tmp``, ``/var/tmp``, ``/dev/shm`` where its working directory lives (gone at exit). A per-test
-timeout restarts the runner (killing everything else in the namespace); a wall timeout kills the
-whole process group, and the judge is pid 1 of its pid namespace, so every candidate process dies
-with it.
+second; a scrubbed environment; stdin on ``/dev/null``; no network (own net namespace, loopback
+down); a filesystem that is read-only outside the working directory (below). A per-test timeout
+restarts the runner (killing everything else in the namespace); a wall timeout kills the whole
+process group, and the judge is pid 1 of its pid namespace, so every candidate process dies with it.
+
+Passing is not enough: resource abuse scores 0
+----------------------------------------------
+A candidate that passes its tests while abusing the sandbox fails every test (``status="abuse"``):
+RL would otherwise learn whatever the sandbox merely contains.
+
+* **Output cap.** The runner's stdout and stderr (fds 1 and 2, inherited by anything it starts)
+  are one pipe that the judge drains and counts while it waits for the runner, and once more
+  after everything has ended. More than ``max_output_bytes`` in total (``MAX_OUTPUT_BYTES``, 1 MiB,
+  by default) is abuse, and the runner is killed at once. Bytes in a pipe cannot be taken back;
+  reopening ``/dev/stdout`` reaches the same pipe. Writes to ``/dev/null`` and files are not output.
+* **Nothing left running.** After the last test the judge closes the runner's request pipe; the
+  runner then ends as a program does (``SystemExit``: non-daemon threads joined, ``atexit`` run).
+  It, and every process it started, must be gone within one ``timeout``. The judge is their
+  reaper: pid 1 of the pid namespace, and ``PR_SET_CHILD_SUBREAPER`` where there is none, so
+  ``setsid`` or double-forked children still count. A daemon thread does not keep a program alive
+  and is allowed. Only the runner that serves the last test is checked: one killed for a
+  per-test timeout is not (its test already failed).
+* **Read-only filesystem outside the working directory.** Enforced by the kernel, twice, before the
+  candidate's code exists, so it cannot be undone from Python. (1) Mounts: the judge makes every
+  mount read-only (``mount_setattr``, recursive), mounts empty read-only tmpfs on ``/var/tmp`` and
+  ``/dev/shm``, and a private ``/tmp`` that is read-only except its own tmpfs ``/tmp/work``, the
+  runner's working directory, ``HOME`` and ``TMPDIR`` (gone at exit). The runner has no
+  capabilities to remount; mounts it might see in a new user namespace stay locked read-only.
+  (2) Landlock (``confine_writes``, Linux 5.13+, unprivileged, never lifted once applied): writing,
+  truncating, creating, removing, renaming or linking is denied except beneath the working
+  directory and on ``/dev/null``; this alone guards the plain mode below. Writes elsewhere raise
+  ``OSError``, so a solution that depends on them fails its tests. ``info`` reports ``ro`` and
+  ``tmp_ro`` (the mounts) and ``landlock`` (the kernel's ABI, 0 if none); with neither in force a
+  ``RuntimeWarning`` says so, once. Reading stays allowed everywhere (see below).
 
 Not covered / weaker
 --------------------
@@ -42,8 +71,11 @@ Not covered / weaker
   the seccomp filter, after which, as root, only the timeouts and the pid namespace bound a fork bomb.
 * Where ``unshare`` is unavailable (``isolation() == "plain"``) nothing runs unless allowed
   (``RL_DLM_SANDBOX_ALLOW_PLAIN=1`` or ``allow_plain=True``), and then with rlimits, seccomp and a
-  fresh unprivileged uid (root) only: no network/filesystem isolation (sockets are blocked in Python
-  only), and a ``setsid`` escapee may outlive the run as a non-root trainer.
+  fresh unprivileged uid (root) only: no network isolation (sockets are blocked in Python only),
+  writes confined by Landlock only (none on kernels without it), and a ``setsid`` escapee may
+  outlive the run as a non-root trainer.
+* POSIX semaphores live in the read-only ``/dev/shm``, so with ``allow_fork=True``
+  ``multiprocessing`` locks and queues are unavailable (plain ``subprocess`` works).
 * Values crossing the proxy must be marshallable (None, bool, int, float, complex, str, bytes,
   tuple, list, dict, set, frozenset): returning generators or class instances fails the test, and
   so does passing a lambda as a test argument. Tests see the candidate's functions, constants and
@@ -73,7 +105,8 @@ from dataclasses import dataclass, field
 # standard library, which lives with the real interpreter.
 PYTHON = os.path.realpath(sys.executable)
 
-from rewards._sandbox_scripts import JUDGE_SRC, RUNNER_SRC, SECCOMP_SRC
+from rewards._sandbox_confinement import SECCOMP_SRC
+from rewards._sandbox_scripts import JUDGE_SRC, RUNNER_SRC
 
 __all__ = ["SandboxResult", "SandboxUnavailable", "run_tests", "isolation", "MAX_OUTPUT_BYTES"]
 

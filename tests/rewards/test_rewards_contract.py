@@ -51,7 +51,7 @@ def test_doctests(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
-    if name not in ("rewards._sandbox_scripts",):
+    if name not in ("rewards._sandbox_scripts", "rewards._sandbox_confinement"):
         assert result.attempted > 0, f"{name} has no runnable example"
 
 

@@ -330,7 +330,7 @@ def test_everything_but_the_working_directory_is_mounted_read_only():
 def test_landlock_alone_confines_writes_to_the_working_directory(tmp_path):
     """Without mount namespaces (plain mode) Landlock alone keeps the filesystem read-only outside the working
     directory: each write below is tried in a confined process, which reports which ones succeeded."""
-    from rewards._sandbox_scripts import LANDLOCK_SRC
+    from rewards._sandbox_confinement import LANDLOCK_SRC
 
     probe = subprocess.run([sys.executable, "-I", "-c", LANDLOCK_SRC + "print(landlock_abi())"], capture_output=True, text=True)
     if int(probe.stdout) == 0:
