@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 
 import pytest
 
@@ -252,6 +253,11 @@ ABUSE = {
     "write_parent_of_cwd": OUTSIDE_WRITE.format(prepare="", path="../side"),
     "write_through_symlink_in_cwd": OUTSIDE_WRITE.format(
         prepare="        os.path.lexists('link') or os.symlink('/tmp/side2', 'link')\n", path="link"),
+    # where /tmp is read-only, try a fresh user + mount namespace with a writable tmpfs over it
+    "write_tmp_after_unshare_and_mount": OUTSIDE_WRITE.format(
+        prepare=("        if not os.access('/tmp', os.W_OK):\n            libc = __import__('ctypes').CDLL(None)\n"
+                 "            libc.unshare(0x10000000 | 0x00020000)\n"
+                 "            libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)\n"), path="/tmp/side"),
     "mkdir_outside_cwd": "import os\ndef add(a, b):\n    os.makedirs('/tmp/d/e', exist_ok=True)\n    return a + b",
     "rename_out_of_cwd": ("import os\ndef add(a, b):\n    open('f', 'w').write('x')\n    os.rename('f', '/tmp/f')\n"
                           "    return a + b if os.path.exists('/tmp/f') else -1"),
@@ -325,6 +331,19 @@ def test_everything_but_the_working_directory_is_mounted_read_only():
              "assert m['/'] == m['/tmp'] == m['/var/tmp'] == m['/dev/shm'] == 'ro'",
              "assert [p for p, opt in mounts() if opt != 'ro'] == ['/tmp/work']"]
     assert run_tests(code, tests).passed == [True, True, True]
+
+
+def test_unconfined_writes_are_reported_once(monkeypatch):
+    """Where neither the read-only mounts nor Landlock were in force, a warning says so, once per process."""
+    monkeypatch.setattr(sandbox, "_WARNED_WRITES", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sandbox._warn_if_writes_unconfined({"ro": True, "tmp_ro": True, "landlock": 0})  # mounts
+        sandbox._warn_if_writes_unconfined({"ro": False, "tmp_ro": False, "landlock": 7})  # Landlock
+        assert caught == []
+        sandbox._warn_if_writes_unconfined({"ro": True, "tmp_ro": False, "landlock": 0})
+        sandbox._warn_if_writes_unconfined({})
+    assert [str(w.message).startswith("rewards.sandbox: neither") for w in caught] == [True]
 
 
 def test_landlock_alone_confines_writes_to_the_working_directory(tmp_path):
