@@ -114,7 +114,7 @@ if cfg["ns"]:
     os.mkdir(workdir, 0o777)
     if info["tmpfs"] and tmpfs(workdir.encode(), 0):
         info["tmp_ro"] = set_readonly(b"/tmp", False)
-# the runner's stdout and stderr: one pipe whose bytes the judge counts (a pipe, so nothing written is unsaid)
+# the runner's stdout and stderr: one pipe whose bytes the judge counts (unlike a file, a pipe cannot be truncated)
 out_r, out_w = os.pipe()
 os.set_blocking(out_r, False)
 abuse = None  # why every test fails although some passed: output over the cap, something left running

@@ -53,7 +53,8 @@ RL would otherwise learn whatever the sandbox merely contains.
   mount read-only (``mount_setattr``, recursive), mounts empty read-only tmpfs on ``/var/tmp`` and
   ``/dev/shm``, and a private ``/tmp`` that is read-only except its own tmpfs ``/tmp/work``, the
   runner's working directory, ``HOME`` and ``TMPDIR`` (gone at exit). The runner has no
-  capabilities to remount; mounts it might see in a new user namespace stay locked read-only.
+  capabilities to remount, and Landlock forbids a confined process to change mounts at all, even
+  in a user namespace of its own.
   (2) Landlock (``confine_writes``, Linux 5.13+, unprivileged, never lifted once applied): writing,
   truncating, creating, removing, renaming or linking is denied except beneath the working
   directory and on ``/dev/null``; this alone guards the plain mode below. Writes elsewhere raise
@@ -292,8 +293,8 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
     unless they are ``entry_point`` (so ``def abs(x): return 0`` cannot rig a test's ``abs``).
 
     Passing is not enough: when the candidate writes more than ``max_output_bytes`` (None:
-    ``MAX_OUTPUT_BYTES``) to stdout and stderr together, or it (with every process it started) has not exited ``timeout`` seconds after
-    its last test, every test fails and ``status`` is ``"abuse"``.
+    ``MAX_OUTPUT_BYTES``) to stdout and stderr together, or it (with every process it started) has
+    not exited ``timeout`` seconds after its last test, every test fails and ``status`` is ``"abuse"``.
 
     >>> run_tests("def add(a, b):\\n    return a + b", ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]).passed
     [True, False]
@@ -327,7 +328,8 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
                "allow_fork": bool(allow_fork), "timeout": float(timeout), "nonce": nonce,
                "mem": int(memory_mb) << 20, "fsize": int(fsize_mb) << 20, "startup": STARTUP_GRACE,
                "cpu": int(timeout * n_tests + STARTUP_GRACE) + 2,
-               "max_output": int(MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes), "nproc": nproc + (0 if uid is not None else _count_tasks(os.getuid())), "uid": uid,
+               "max_output": int(MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes),
+               "nproc": nproc + (0 if uid is not None else _count_tasks(os.getuid())), "uid": uid,
                "ns": mode == "ns", "workdir": workdir, "tmpfs_mb": 64, "max_msg": 64 << 20, "runner": RUNNER_SRC}
         # each item, then one more timeout for the runner to exit on its own
         wall = max_wall if max_wall is not None else (timeout + STARTUP_GRACE + 1.0) * len(items) + timeout + 10.0
