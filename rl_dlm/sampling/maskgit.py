@@ -47,6 +47,7 @@ purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -73,6 +74,8 @@ class MaskGITSampler:
     temperature: float = 0.4
     rcr: bool = False
     record_steps: bool = True  # False: only the final completion (cheaper evaluation)
+    # MDPO's generator runs LLaDA and Dream (autonomousvision/mdpo `src/mdlm_generation_utils.py`).
+    families: ClassVar[frozenset] = frozenset({"llada", "dream"})
 
     def __post_init__(self):
         if self.steps < 1 or self.steps > self.gen_length:
