@@ -6,8 +6,8 @@ At each step the tokens are sampled categorically at temperature T (argmax(logit
 noise from each row's own generator; MDPO uses T = 0.4); the confidence of a token is its probability under
 the *tempered* distribution softmax(logits / T) (untempered at T = 0, where the draw is the argmax), as in the
 reference. That one confidence orders the commits, is what RCR remembers, and becomes MDPO's loss weight.
-(The LLaDA semi-AR sampler and the EOSER/ASS sampler rank by the untempered softmax, as LLaDA's
-`generate.py` does; this sampler follows MDPO's own code instead.) Recorded per step t (S steps, completion
+(DESIGN §7's untempered confidence is the rule of LLaDA's semi-AR low-confidence remasking, which the
+semi-AR and EOSER/ASS samplers keep, as LLaDA's `generate.py` does; this sampler follows MDPO's own code.) Recorded per step t (S steps, completion
 coordinates):
 
 - `step_predictions` [N, S, L]: x̂0_t, the sampled tokens at the positions masked in x_t and the committed
