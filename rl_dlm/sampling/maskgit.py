@@ -7,8 +7,8 @@ noise from each row's own generator; MDPO uses T = 0.4); the confidence of a tok
 the *tempered* distribution softmax(logits / T) (untempered at T = 0, where the draw is the argmax), as in the
 reference. That one confidence orders the commits, is what RCR remembers, and becomes MDPO's loss weight.
 (DESIGN §7's untempered confidence is the rule of LLaDA's semi-AR low-confidence remasking, which the
-semi-AR and EOSER/ASS samplers keep, as LLaDA's `generate.py` does; this sampler follows MDPO's own code.) Recorded per step t (S steps, completion
-coordinates):
+semi-AR and EOSER/ASS samplers keep, as LLaDA's `generate.py` does; this sampler follows MDPO's own code.)
+Recorded per step t (S steps, completion coordinates):
 
 - `step_predictions` [N, S, L]: x̂0_t, the sampled tokens at the positions masked in x_t and the committed
   tokens elsewhere — the predicted full completion, which MDPO rewards;
