@@ -75,7 +75,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     with _open(cfg):
         algo = cfg.hydra.runtime.choices.get("algo")
         del cfg["hydra"]
-        apply_algo_settings(cfg, algo, rest)
+        apply_algo_settings(cfg, algo, rest, recipe)
         cfg.recipe_name = recipe
     return cfg
 
@@ -88,7 +88,7 @@ def _override_key(item: str) -> str:
     return item.split("=", 1)[0].lstrip("+~")
 
 
-def apply_algo_settings(cfg: DictConfig, algo: str | None, overrides: list[str]) -> None:
+def apply_algo_settings(cfg: DictConfig, algo: str | None, overrides: list[str], recipe: str = "") -> None:
     """The recipe's `algo_settings.<algo>` block (keys it tunes for that algorithm) over its top-level keys; a key
     also set on the command line keeps the command line's value. Blocks of other algorithms are dropped, so
     `algo=X` keeps X's own settings (its config dataclass) for the keys they hold."""
@@ -98,7 +98,7 @@ def apply_algo_settings(cfg: DictConfig, algo: str | None, overrides: list[str])
     known = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml"))
     for name in blocks:
         if name not in known:
-            raise ConfigError(f"recipe {cfg.get('recipe_name') or ''}: algo_settings.{name} names no algorithm; "
+            raise ConfigError(f"recipe {recipe}: algo_settings.{name} names no algorithm; "
                               f"algorithms are {', '.join(known)}")
     chosen = blocks.get(algo) or {}
     given = {_override_key(o) for o in overrides}
