@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rl_dlm.config import dataclass_kwargs, instantiate, resolve
 from rl_dlm.validation import (ConfigError, check_data_files, check_model_path, check_output_dir,
-                               check_resume_and_deepspeed, check_values, interpolated_keys, sampler_keys_as,
-                               start_up)
+                               check_resume_and_deepspeed, check_rows, check_values, interpolated_keys,
+                               sampler_keys_as, start_up)
 
 ROOT = Path(os.environ.setdefault("RL_DLM_HOME", str(Path(__file__).resolve().parents[1])))
 RUN_KEYS = {"trainer", "model", "task", "sampler", "eval", "recipe_name"}
@@ -69,7 +69,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     register_args()
     with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
         try:
-            cfg = compose(config_name=recipe, overrides=[_SEARCHPATH(), *rest], return_hydra_config=True)
+            cfg = compose(config_name=recipe, overrides=[_searchpath_override(), *rest], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as exc:  # reworded to name the key and the fix
             raise composition_error(exc, recipe, rest) from exc
     with _open(cfg):
@@ -80,7 +80,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _SEARCHPATH() -> str:  # noqa: N802
+def _searchpath_override() -> str:
     return f"hydra.searchpath=[file://{ROOT / 'conf'}]"
 
 
@@ -141,9 +141,9 @@ def unknown_key_message(key: str, recipe: str, overrides: list[str]) -> str:
     groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
     chosen = [o for o in overrides if "=" in o and _override_key(o) in groups and not o.startswith("~")]
     try:
-        cfg = compose(config_name=recipe, overrides=[_SEARCHPATH(), *chosen], return_hydra_config=True)
+        cfg = compose(config_name=recipe, overrides=[_searchpath_override(), *chosen], return_hydra_config=True)
         algo = cfg.hydra.runtime.choices.get("algo")
-        keys = list(_dotted_keys(OmegaConf.to_container(cfg, resolve=False), skip=("hydra",)))
+        keys = list(_dotted_keys(OmegaConf.to_container(cfg, resolve=False), skip=("hydra", "algo_settings")))
     except Exception:  # noqa: BLE001 - the suggestion is a courtesy; the key is still named
         algo, keys = None, []
     owners = [name for name, (_, config_cls) in TRAINERS.items()
@@ -238,6 +238,8 @@ def build(cfg: DictConfig):
     check_run_paths(cfg, args)
     train_rows = load_rows(cfg.task, "train")
     eval_rows = load_rows(cfg.task, "test")
+    for rows, split in ((train_rows, "train"), (eval_rows, "test")):
+        check_rows(rows, f"task {cfg.task.name!r} ({split} split)")
     trainer = trainer_cls(model=cfg.model.path, reward_funcs=reward_functions(cfg.task), args=args,
                           train_dataset=train_rows, eval_dataset=eval_rows, sampler=sampler,
                           correct_reward=cfg.task.get("correct_reward"))
