@@ -71,7 +71,7 @@ def _unit(closed_high: bool):
 RANGES: dict[str, tuple[Callable, str]] = {
     "max_steps": _at_least(1), "per_device_train_batch_size": _at_least(1), "gradient_accumulation_steps": _at_least(1),
     "num_generations": _at_least(2), "num_iterations": _at_least(1), "learning_rate": _above(0),
-    "weight_decay": _at_least(0), "adam_beta1": _unit(False), "adam_beta2": _unit(False), "max_grad_norm": _above(0),
+    "weight_decay": _at_least(0), "adam_beta1": _unit(False), "adam_beta2": _unit(False), "max_grad_norm": _at_least(0),
     "warmup_steps": _at_least(0), "beta": _at_least(0), "epsilon": _above(0), "epsilon_high": _above(0),
     "max_prompt_length": _at_least(1), "max_completion_length": _at_least(1), "block_length": _at_least(1),
     "diffusion_steps": _at_least(1), "temperature": _at_least(0), "p_mask_prompt": _unit(True),
@@ -79,6 +79,9 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "logging_steps": _at_least(1), "save_steps": _at_least(0), "save_total_limit": _at_least(1), "seed": _at_least(0),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"remasking": ("low_confidence", "random"), "scale_rewards": ("none", "group")}
+# Values the consumers accept beyond the field's annotation: one sink as a string (TRL's `report_to="wandb"`), and
+# no gradient clipping as null (0 means the same).
+ALSO_ACCEPTED: dict[str, type] = {"report_to": str, "max_grad_norm": type(None)}
 WHY = {"num_generations": " (completions per prompt: a group of one has zero advantage)"}
 
 
@@ -120,7 +123,7 @@ def check_values(config_cls, values: Mapping) -> None:
         if key not in hints:
             continue  # unknown keys are refused, with a suggestion, by config.dataclass_kwargs
         example = f"; e.g. {key}={defaults[key]!r}" if defaults.get(key) is not None else ""
-        if not _matches(value, hints[key]):
+        if not _matches(value, hints[key]) and not isinstance(value, ALSO_ACCEPTED.get(key, ())):
             raise ConfigError(f"{key} must be {_type_name(hints[key])}, got {value!r} "
                               f"({type(value).__name__}){example}")
         if value is None:
