@@ -138,11 +138,11 @@ def check_values(config_cls, values: Mapping) -> None:
 
 
 def check_batch(values: Mapping, defaults: Mapping) -> None:
+    """Rows per optimizer step (over all processes) a multiple of num_generations: groups never straddle steps."""
     from rl_dlm.distributed import env_world_size
 
-    get = lambda k: values.get(k, defaults.get(k))  # noqa: E731
-    group, rows_per, accumulation = get("num_generations"), get("per_device_train_batch_size"), \
-        get("gradient_accumulation_steps")
+    group, rows_per, accumulation = (values.get(k, defaults.get(k)) for k in (
+        "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps"))
     if None in (group, rows_per, accumulation):
         return
     world = env_world_size()
