@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["train"]
     if argv[0] in ("-h", "--help"):
         print(__doc__)
-        print(command_help("train"))
+        if "eval" in commands:  # hydra-core is installed
+            print(command_help("train"))
         return
     if argv[0] not in commands:
         sys.exit(f"unknown command {argv[0]!r}; use one of {sorted(commands)} (rl-dlm --help)")
