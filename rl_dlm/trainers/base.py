@@ -34,6 +34,7 @@ from rl_dlm.reward_runner import RewardFunction, RewardRunner
 from rl_dlm.sampling.base import check_sampler_family
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker
+from rl_dlm.validation import check_trainer_start
 
 
 @dataclass
@@ -146,6 +147,8 @@ class RLTrainer:
                  correct_reward: str | None = None, tracker: Tracker | None = None):
         self.args = args or self.config_class()
         a = self.args
+        check_trainer_start(a, model, train_dataset, eval_dataset, reward_funcs,  # before the model loads
+                            make_sampler=None if sampler is not None else self.default_sampler)
         torch.manual_seed(a.seed)  # LoRA initialisation only; the loop uses explicit per-row generators
         if isinstance(model, Policy):
             self.policy = model
