@@ -66,6 +66,7 @@ import argparse
 import gc
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -164,14 +165,17 @@ def run_algorithm(algo: str, ckpt: Path, out: Path, result_path: Path, args) -> 
             "gradient_checkpointing", "bf16", "learning_rate", "beta", "epsilon", "deepspeed")
     result = {"algo": algo, "recipe": ALGOS[algo][0], "checkpoint": str(ckpt), "rank": rank,
               "world_size": int(os.environ.get("WORLD_SIZE", "1")), "load_seconds": load_seconds,
-              "load_peak_gib": load_peak, "settings": {k: OmegaConf.select(cfg, k) for k in keys},
+              "load_peak_gib": load_peak,
+              "settings": OmegaConf.to_container(OmegaConf.create({k: OmegaConf.select(cfg, k) for k in keys})),
               "sampler": OmegaConf.to_container(cfg.sampler, resolve=True), "params": meter.params(),
               "batches": meter.batches, "history": [], "complete": False}
 
-    def save(m: StageMeter):
+    def save(m: StageMeter, announce: bool = True):
         result["history"] = [{k: v for k, v in h.items() if not k.startswith(("time/", "tokens_per_s/"))}
                              for h in trainer.tracker.history]
         result_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        if not announce:
+            return
         b = m.batches[-1]
         print(f"[{algo} rank {rank}] rollout batch {len(m.batches)}: {b['wall_seconds']:.1f} s, peak "
               f"{b['peak_gib']:.1f} GiB", flush=True)
@@ -184,7 +188,7 @@ def run_algorithm(algo: str, ckpt: Path, out: Path, result_path: Path, args) -> 
         meter.close()
         trainer.close()
     result["complete"] = True
-    save(meter)
+    save(meter, announce=False)
     del trainer, meter
     gc.collect()
     if cuda:
@@ -298,6 +302,7 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.command = shlex.join(["python", "bench/rl_step.py", *(sys.argv[1:] if argv is None else argv)])
     if args.isolate is None:
         args.isolate = not args.tiny
     if args.nproc > 1 and not args.deepspeed:

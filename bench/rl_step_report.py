@@ -129,7 +129,7 @@ def markdown(summaries: dict, problems: dict) -> str:
 
 def write_outputs(out: Path, summaries: dict, problems: dict, matmul: dict, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_record(out / "rl_step.json", "rl_step", summaries, UNITS, matmul=matmul, problems=problems,
+    write_record(out / "rl_step.json", "rl_step", summaries, UNITS, command=args.command, matmul=matmul, problems=problems,
                  rollouts=args.rollouts, prompt_length=args.prompt_length, tiny=args.tiny, nproc=args.nproc,
                  deepspeed=args.deepspeed, overrides=args.set or [],
                  flop_count="bench/stage_meter.py: 2·N_body per token forwarded + 2·N_head per used logit position; "

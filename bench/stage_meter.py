@@ -71,8 +71,7 @@ class StageMeter:
         self.n_head = _numel(head.weight) if head is not None else _numel(emb.weight)
         self.head_trainable = head is not None and head.weight.requires_grad
         self.n_embedding = _numel(emb.weight)
-        self._lora_layer = next((m for m in model.modules() if hasattr(m, "disable_adapters") and hasattr(m, "merged")
-                                 and "lora" in type(m).__name__.lower()), None)
+        self._lora_layer = _first_adapter_layer(model)
         self.stack: list[str] = []
         self.batches: list[dict] = []
         self.on_batch = None  # called with the meter after each rollout batch (e.g. to save partial results)
@@ -192,6 +191,15 @@ class StageMeter:
     def close(self):
         for hook in self._hooks:
             hook.remove()
+
+
+def _first_adapter_layer(model):
+    """A peft adapter layer (its `disable_adapters` / `merged` tell whether the adapters run), or None."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return None
+    return next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
 
 
 class _TimedRefiner:
