@@ -282,6 +282,20 @@ def drive(args) -> dict:
     return summaries
 
 
+def collect(args) -> dict:
+    """Workers started by hand (`torchrun ... bench/rl_step.py --worker ALGO --result DIR/work/ALGO.rank{rank}.json`,
+    as on several nodes) → the record; no matmul rate is measured, so FLOP rates are not given as fractions."""
+    out = Path(args.out)
+    workers = [json.loads(p.read_text()) for p in sorted((out / "work").glob(f"{args.collect}.rank*.json"))]
+    if not workers:
+        raise SystemExit(f"no {out / 'work'}/{args.collect}.rank*.json to collect")
+    key = f"{args.collect}@{args.deepspeed or 'ddp'}x{len(workers)}"
+    summaries = {key: summarize(workers, None)}
+    write_outputs(out, summaries, {}, {"tflops": None, "note": "not measured (--collect)"}, args)
+    print(markdown(summaries, {}), flush=True)
+    return summaries
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--algos", default="all", help=f"comma-separated, from {list(ALGOS)}, or all")
@@ -298,9 +312,12 @@ def parse_args(argv=None):
     ap.add_argument("--time-budget-s", type=float, default=0, help="stop starting / cut algorithms after this")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra Hydra override (repeatable)")
     ap.add_argument("--merge", nargs="+", metavar="RECORD", help="join rl_step.json records into --out")
-    ap.add_argument("--worker", choices=sorted(ALGOS), help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--collect", choices=sorted(ALGOS), help="summarise <out>/work/<algo>.rank*.json (workers "
+                    "launched by hand, e.g. on several nodes) into <out>/rl_step.json")
+    ap.add_argument("--worker", choices=sorted(ALGOS), help="run one algorithm in this process (one rank under "
+                    "torchrun / accelerate launch) and write --result; the driver starts these")
+    ap.add_argument("--ckpt", help="--worker: the checkpoint directory")
+    ap.add_argument("--result", help="--worker: the result file ({rank} is replaced by the process rank)")
     args = ap.parse_args(argv)
     args.command = shlex.join(["python", "bench/rl_step.py", *(sys.argv[1:] if argv is None else argv)])
     if args.isolate is None:
@@ -314,6 +331,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.merge:
         merge_records([Path(p) for p in args.merge], Path(args.out))
+    elif args.collect:
+        collect(args)
     elif args.worker:
         result = Path(args.result.replace("{rank}", os.environ.get("RANK", "0")))
         run_algorithm(args.worker, Path(args.ckpt), Path(args.out), result, args)

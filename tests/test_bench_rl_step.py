@@ -161,3 +161,5 @@ def test_every_algorithm_has_an_8b_recipe_of_its_trainer():
         assert trainer_cls is TRAINERS[algo][0], recipe
         assert args.bf16 and args.gradient_checkpointing and args.lora_r == 128, recipe
         assert SHAPES[shape].family == ("dream" if algo == "coupled_grpo" else "llada")
+        header = [line for line in (ROOT / "recipes" / f"{recipe}.yaml").read_text().splitlines() if line.startswith("#")]
+        assert any(f"rl-dlm train recipe={recipe}" in line for line in header), f"{recipe}: no launch command"
