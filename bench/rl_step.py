@@ -121,14 +121,14 @@ def task_node(prompts: int) -> dict:
                         "correct": {"_target_": reward + "correctness", "p_correct": P_CORRECT, "weight": 0.0}}}
 
 
-def compose(algo: str, ckpt: Path, out: Path, args) -> "DictConfig":  # noqa: F821
+def compose(algo: str, ckpt: Path, work: Path, args) -> "DictConfig":  # noqa: F821
     from omegaconf import OmegaConf, open_dict
 
     from rl_dlm.hydra_app import compose_config
 
     recipe = ALGOS[algo][0]
     prompt_length = TINY_PROMPT_LENGTH if args.tiny else args.prompt_length
-    overrides = [f"recipe={recipe}", f"model.path={ckpt}", f"output_dir={out / 'work' / algo}", "report_to=[none]",
+    overrides = [f"recipe={recipe}", f"model.path={ckpt}", f"output_dir={work / algo}", "report_to=[none]",
                  "save_steps=0", "logging_steps=1", "eval.before=false", "eval.after=false", "resume=null",
                  f"max_prompt_length={prompt_length}"]
     overrides += TINY_OVERRIDES if args.tiny else []
@@ -147,12 +147,12 @@ def compose(algo: str, ckpt: Path, out: Path, args) -> "DictConfig":  # noqa: F8
 
 
 # -- one algorithm (this process, or one rank under torchrun / accelerate launch) ------------------------------------
-def run_algorithm(algo: str, ckpt: Path, out: Path, result_path: Path, args) -> dict:
+def run_algorithm(algo: str, ckpt: Path, work: Path, result_path: Path, args) -> dict:
     from omegaconf import OmegaConf
 
     from rl_dlm.hydra_app import build
 
-    cfg = compose(algo, ckpt, out, args)
+    cfg = compose(algo, ckpt, work, args)
     start = time.perf_counter()
     trainer = build(cfg)
     load_seconds = time.perf_counter() - start
@@ -197,9 +197,9 @@ def run_algorithm(algo: str, ckpt: Path, out: Path, result_path: Path, args) -> 
 
 
 # -- the driver ----------------------------------------------------------------------------------------------------
-def worker_command(algo: str, ckpt: Path, out: Path, result: Path, args) -> list[str]:
+def worker_command(algo: str, ckpt: Path, work: Path, result: Path, args) -> list[str]:
     script = str(Path(__file__).resolve())
-    worker = [script, "--worker", algo, "--ckpt", str(ckpt), "--result", str(result), "--out", str(out),
+    worker = [script, "--worker", algo, "--ckpt", str(ckpt), "--result", str(result), "--work-dir", str(work),
               "--rollouts", str(args.rollouts), "--prompt-length", str(args.prompt_length)]
     worker += ["--tiny"] if args.tiny else []
     worker += ["--deepspeed", args.deepspeed] if args.deepspeed else []
@@ -214,11 +214,11 @@ def worker_command(algo: str, ckpt: Path, out: Path, result: Path, args) -> list
             *worker]
 
 
-def run_isolated(algo: str, ckpt: Path, out: Path, args, timeout: float | None) -> tuple[list[dict], str | None]:
-    results = [out / "work" / f"{algo}.rank{r}.json" for r in range(max(args.nproc, 1))]
+def run_isolated(algo: str, ckpt: Path, work: Path, args, timeout: float | None) -> tuple[list[dict], str | None]:
+    results = [work / f"{algo}.rank{r}.json" for r in range(max(args.nproc, 1))]
     for path in results:
         path.unlink(missing_ok=True)
-    cmd = worker_command(algo, ckpt, out, out / "work" / f"{algo}.rank{{rank}}.json", args)
+    cmd = worker_command(algo, ckpt, work, work / f"{algo}.rank{{rank}}.json", args)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     if args.tiny:
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -243,7 +243,7 @@ def checkpoint_for(algo: str, args, log) -> Path:
 def drive(args) -> dict:
     start = time.perf_counter()
     log = lambda text: print(f"[rl_step {time.perf_counter() - start:6.0f} s] {text}", flush=True)  # noqa: E731
-    out = Path(args.out)
+    out, work = Path(args.out), Path(args.work_dir)
     algos = list(ALGOS) if args.algos == "all" else args.algos.split(",")
     unknown = [a for a in algos if a not in ALGOS]
     if unknown:
@@ -266,9 +266,9 @@ def drive(args) -> dict:
         log(f"{algo}: recipe {ALGOS[algo][0]}, checkpoint {ckpt}")
         if args.isolate or args.nproc > 1:
             timeout = args.time_budget_s - (time.perf_counter() - start) if args.time_budget_s else None
-            workers, problem = run_isolated(algo, ckpt, out, args, timeout)
+            workers, problem = run_isolated(algo, ckpt, work, args, timeout)
         else:
-            workers, problem = [run_algorithm(algo, ckpt, out, out / "work" / f"{algo}.rank0.json", args)], None
+            workers, problem = [run_algorithm(algo, ckpt, work, work / f"{algo}.rank0.json", args)], None
         key = algo if args.nproc <= 1 else f"{algo}@{args.deepspeed or 'ddp'}x{args.nproc}"
         if problem:
             problems[key] = problem
@@ -283,12 +283,12 @@ def drive(args) -> dict:
 
 
 def collect(args) -> dict:
-    """Workers started by hand (`torchrun ... bench/rl_step.py --worker ALGO --result DIR/work/ALGO.rank{rank}.json`,
+    """Workers started by hand (`torchrun ... bench/rl_step.py --worker ALGO --result WORK/ALGO.rank{rank}.json`,
     as on several nodes) → the record; no matmul rate is measured, so FLOP rates are not given as fractions."""
-    out = Path(args.out)
-    workers = [json.loads(p.read_text()) for p in sorted((out / "work").glob(f"{args.collect}.rank*.json"))]
+    out, work = Path(args.out), Path(args.work_dir)
+    workers = [json.loads(p.read_text()) for p in sorted(work.glob(f"{args.collect}.rank*.json"))]
     if not workers:
-        raise SystemExit(f"no {out / 'work'}/{args.collect}.rank*.json to collect")
+        raise SystemExit(f"no {work}/{args.collect}.rank*.json to collect")
     key = f"{args.collect}@{args.deepspeed or 'ddp'}x{len(workers)}"
     summaries = {key: summarize(workers, None)}
     write_outputs(out, summaries, {}, {"tflops": None, "note": "not measured (--collect)"}, args)
@@ -301,6 +301,8 @@ def parse_args(argv=None):
     ap.add_argument("--algos", default="all", help=f"comma-separated, from {list(ALGOS)}, or all")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for rl_step.json / .md")
     ap.add_argument("--ckpt-dir", default="/tmp/rl_step_ckpt", help="random checkpoints, built once and reused")
+    ap.add_argument("--work-dir", default="/tmp/rl_step_work", help="per-rank worker results and the trainers' "
+                    "output_dir (kept out of --out, which holds only the record and the table)")
     ap.add_argument("--rollouts", type=int, default=2, help="rollout batches per algorithm (the first is warm-up)")
     ap.add_argument("--prompt-length", type=int, default=200)
     ap.add_argument("--tiny", action="store_true", help="CPU check of the script: tiny shapes, short canvases")
@@ -312,7 +314,7 @@ def parse_args(argv=None):
     ap.add_argument("--time-budget-s", type=float, default=0, help="stop starting / cut algorithms after this")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra Hydra override (repeatable)")
     ap.add_argument("--merge", nargs="+", metavar="RECORD", help="join rl_step.json records into --out")
-    ap.add_argument("--collect", choices=sorted(ALGOS), help="summarise <out>/work/<algo>.rank*.json (workers "
+    ap.add_argument("--collect", choices=sorted(ALGOS), help="summarise <work-dir>/<algo>.rank*.json (workers "
                     "launched by hand, e.g. on several nodes) into <out>/rl_step.json")
     ap.add_argument("--worker", choices=sorted(ALGOS), help="run one algorithm in this process (one rank under "
                     "torchrun / accelerate launch) and write --result; the driver starts these")
@@ -335,7 +337,7 @@ def main(argv=None):
         collect(args)
     elif args.worker:
         result = Path(args.result.replace("{rank}", os.environ.get("RANK", "0")))
-        run_algorithm(args.worker, Path(args.ckpt), Path(args.out), result, args)
+        run_algorithm(args.worker, Path(args.ckpt), Path(args.work_dir), result, args)
     else:
         drive(args)
 

@@ -30,6 +30,8 @@ UNITS = {
     "peak_gib_allocated": "GiB, peak torch allocation of the run (rank 0)",
     "peak_gib_reserved": "GiB, peak torch reservation of the run (rank 0)",
     "matmul_tflops": "TFLOP/s of an 8192³ bf16 matrix product on the same GPU",
+    "batches": "every rollout batch of rank 0 as measured (the first is the warm-up): per stage seconds, FLOPs, "
+               "forwards, rows and tokens forwarded, LM-head positions used and computed, tracker token counts",
 }
 
 
@@ -76,7 +78,7 @@ def summarize_rank(worker: dict, matmul: float) -> dict:
         "tflops_per_rollout_batch": total_flops / wall / 1e12 if wall else 0.0, "matmul_tflops": matmul,
         "peak_gib_allocated": max([worker["load_peak_gib"]] + [b["peak_gib"] for b in batches]),
         "peak_gib_reserved": max([0.0] + [b.get("peak_reserved_gib", 0.0) for b in batches]),
-        "stages": stages,
+        "stages": stages, "batches": batches,
         "history_means": {k: _mean([h[k] for h in history if isinstance(h.get(k), (int, float))])
                           for k in HISTORY_KEYS if any(k in h for h in history)},
     }

@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from bench.random_checkpoint import SHAPES, weight_shapes, write_checkpoint  # noqa: E402
+from bench.random_checkpoint import SHAPES, _shard_plan, weight_shapes, write_checkpoint  # noqa: E402
 from bench.random_reward import benchmark_only_random_correctness, benchmark_only_random_reward  # noqa: E402
 
 
@@ -26,6 +26,8 @@ def test_8b_shapes_match_the_official_tensor_and_parameter_counts():
         shapes = weight_shapes(SHAPES[name])
         assert len(shapes) == tensors
         assert sum(torch.Size(s).numel() for _, s in shapes) == params
+        plan = _shard_plan(shapes, SHAPES[name].shards)  # the official shard counts, 6 and 4, in key order
+        assert len(plan) == SHAPES[name].shards and [n for shard in plan for n in shard] == shapes
     llada, dream = SHAPES["llada8b"].specials, SHAPES["diffucoder7b"].specials
     assert (llada["<|startoftext|>"], llada["<|endoftext|>"], llada["<|mdm_mask|>"], llada["<|eot_id|>"]) == \
         (126080, 126081, 126336, 126348)
@@ -86,8 +88,9 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     from bench.rl_step import main
 
     out = tmp_path / "run"
-    main(["--tiny", "--algos", "diffu_grpo", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt")])
-    worker = json.loads((out / "work" / "diffu_grpo.rank0.json").read_text())
+    main(["--tiny", "--algos", "diffu_grpo", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
+          "--work-dir", str(tmp_path / "work")])
+    worker = json.loads((tmp_path / "work" / "diffu_grpo.rank0.json").read_text())
     p, s = worker["params"], worker["settings"]
     # tiny LLaDA: 2 blocks of d 64, MLP 128; LoRA r 4 on q, k, v, attn_out (4·(64+64)) and ff_proj, up_proj, ff_out
     # (4·(64+128)) per block; head 384 × 64
@@ -111,13 +114,14 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     assert record["device"] == "cpu" and record["command"].startswith("python bench/rl_step.py")
     assert summary["measured_rollout_batches"] == 1 and summary["complete"]
     assert summary["stages"]["update"]["seconds"] == pytest.approx(batch["update"]["seconds"])
+    assert sorted(p.name for p in out.iterdir()) == ["rl_step.json", "rl_step.md"]  # workers' files stay in --work-dir
 
 
 @pytest.mark.slow
 def test_tiny_run_completes_all_six_algorithms_and_merges(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "bench/rl_step.py", "--tiny", "--out", str(tmp_path / "a"), "--ckpt-dir",
-           str(tmp_path / "ckpt")]
+           str(tmp_path / "ckpt"), "--work-dir", str(tmp_path / "work")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((tmp_path / "a" / "rl_step.json").read_text())
@@ -142,7 +146,8 @@ def test_tiny_run_under_torchrun_with_zero2_records_each_rank(tmp_path):
     pytest.importorskip("deepspeed")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "bench/rl_step.py", "--tiny", "--algos", "diffu_grpo", "--nproc", "2", "--deepspeed",
-           "zero2", "--out", str(tmp_path / "ds"), "--ckpt-dir", str(tmp_path / "ckpt")]
+           "zero2", "--out", str(tmp_path / "ds"), "--ckpt-dir", str(tmp_path / "ckpt"), "--work-dir",
+           str(tmp_path / "work")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     summary = json.loads((tmp_path / "ds" / "rl_step.json").read_text())["metrics"]["diffu_grpo@zero2x2"]
