@@ -20,6 +20,7 @@ UNITS = {
     "s_per_optimizer_step": "s (stage update / num_iterations: the micro-batches' forward + backward, clip, AdamW)",
     "s_per_optimizer_step_amortised": "s (s_per_rollout_batch / num_iterations)",
     "rows_per_s": "rollout rows / s per GPU (rows per rollout batch per process / s_per_rollout_batch)",
+    "per_gpu_vs_1gpu": "rows_per_s of a multi-process entry / rows_per_s of the same algorithm's 1-GPU entry",
     "stages.*.seconds": "s per rollout batch (exclusive of nested stages: reward excludes refine)",
     "stages.*.tflops": "TFLOP/s achieved by the stage's counted FLOPs (bench/stage_meter.py)",
     "stages.*.frac_matmul": "fraction of matmul_tflops",
@@ -95,6 +96,15 @@ def summarize(workers: list[dict], matmul: float) -> dict:
     return out
 
 
+def relate_to_one_gpu(metrics: dict) -> dict:
+    """A multi-process entry (`algo@zero2x8`) gets its per-GPU rows/s as a fraction of the 1-GPU entry (`algo`)."""
+    for key, summary in metrics.items():
+        base = metrics.get(key.split("@")[0]) if "@" in key else None
+        if base and base.get("rows_per_s"):
+            summary["per_gpu_vs_1gpu"] = summary["rows_per_s"] / base["rows_per_s"]
+    return metrics
+
+
 def _cell(stage: dict | None) -> str:
     if not stage or not stage["seconds"]:
         return "–"
@@ -116,14 +126,15 @@ def markdown(summaries: dict, problems: dict) -> str:
     lines += ["", "Stage cells: seconds per rollout batch (achieved FLOP rate as a fraction of the measured matmul "
               "rate). Tokens per second:", ""]
     head2 = ("| algorithm | rollout: generated | rollout: forwarded | old/ref: forwarded | update: forwarded | "
-             "update: trained view tokens | rows/s per GPU |")
+             "update: trained view tokens | rows/s per GPU | per GPU vs 1 GPU |")
     lines += [head2, "|" + "---|" * (head2.count("|") - 1)]
     for key, s in summaries.items():
         st = s["stages"]
         g = lambda n, k: f"{st[n][k]:,.0f}" if n in st and st[n].get(k) else "–"  # noqa: E731
         lines.append(f"| {key} | {g('rollout', 'generated_tokens_per_s')} | {g('rollout', 'tokens_forwarded_per_s')} | "
                      f"{g('old_logp', 'tokens_forwarded_per_s')} | {g('update', 'tokens_forwarded_per_s')} | "
-                     f"{g('update', 'trained_tokens_per_s')} | {s['rows_per_s']:.3f} |")
+                     f"{g('update', 'trained_tokens_per_s')} | {s['rows_per_s']:.3f} | "
+                     + (f"{s['per_gpu_vs_1gpu']:.2f} |" if "per_gpu_vs_1gpu" in s else "– |"))
     for key, why in problems.items():
         lines.append(f"\n{key}: {why}")
     return "\n".join(lines) + "\n"
@@ -131,6 +142,7 @@ def markdown(summaries: dict, problems: dict) -> str:
 
 def write_outputs(out: Path, summaries: dict, problems: dict, matmul: dict, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    relate_to_one_gpu(summaries)
     write_record(out / "rl_step.json", "rl_step", summaries, UNITS, command=args.command, matmul=matmul, problems=problems,
                  rollouts=args.rollouts, prompt_length=args.prompt_length, tiny=args.tiny, nproc=args.nproc,
                  deepspeed=args.deepspeed, overrides=args.set or [],
@@ -151,6 +163,7 @@ def merge_records(paths: list[Path], out: Path) -> dict:
             metrics[key] = {**summary, "command": record["command"], "git_revision": record["git_revision"]}
         problems.update(record.get("problems") or {})
     problems = {k: v for k, v in problems.items() if k not in metrics or metrics[k].get("problem")}
+    relate_to_one_gpu(metrics)
     out.mkdir(parents=True, exist_ok=True)
     record = write_record(out / "rl_step.json", "rl_step", metrics, UNITS, runs=runs, problems=problems,
                           merged_from=[shlex.quote(str(p)) for p in paths])

@@ -168,3 +168,12 @@ def test_every_algorithm_has_an_8b_recipe_of_its_trainer():
         assert SHAPES[shape].family == ("dream" if algo == "coupled_grpo" else "llada")
         header = [line for line in (ROOT / "recipes" / f"{recipe}.yaml").read_text().splitlines() if line.startswith("#")]
         assert any(f"rl-dlm train recipe={recipe}" in line for line in header), f"{recipe}: no launch command"
+
+
+def test_multi_process_entries_are_related_to_the_one_gpu_entry():
+    from bench.rl_step_report import relate_to_one_gpu
+
+    metrics = relate_to_one_gpu({"gdpo": {"rows_per_s": 2.0}, "gdpo@zero2x8": {"rows_per_s": 1.8},
+                                 "mdpo@zero3x8": {"rows_per_s": 1.0}})
+    assert metrics["gdpo@zero2x8"]["per_gpu_vs_1gpu"] == pytest.approx(0.9)
+    assert "per_gpu_vs_1gpu" not in metrics["mdpo@zero3x8"] and "per_gpu_vs_1gpu" not in metrics["gdpo"]
