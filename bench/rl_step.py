@@ -36,8 +36,10 @@ template is ever cut, and GSM8K/MATH prompts are shorter than that).
   rollout), each stage's achieved FLOP rate as a fraction of the bf16 matmul rate measured at start-up (an
   8192³ product), and peak GPU memory (allocated and reserved).
 - **Output**: `<out>/rl_step.json` (bench/record.py: metrics, units, command, device, git revision, date; written
-  after every algorithm, so a run cut short keeps what finished), `<out>/rl_step.md` (the tables for
-  bench/RESULTS.md). `--merge A.json B.json --out DIR` joins the records of several commands into one.
+  after every algorithm, so a run cut short keeps what finished) and `<out>/rl_step.md` (the tables for
+  bench/RESULTS.md), nothing else; each rank's raw result (`<algo>.rank<r>.json`, rewritten after every rollout
+  batch) and the trainers' `output_dir` go to `--work-dir`. `--merge A.json B.json --out DIR` joins the records
+  of several commands into one; `--collect ALGO` summarises workers launched by hand (several nodes).
 
 On one H200 (each command must end inside the device's 10-minute limit; `bench/gpu_wheels.sh` states the wheel
 install that precedes them, and each command writes its own `$OUT/rl_step.json`):
@@ -107,8 +109,9 @@ def register_task(shape_name: str, prompt_length: int, completion_length: int) -
 
     def generate(rng) -> dict:
         pick = lambda n: " ".join(f"w{rng.choice(words)}" for _ in range(n))  # noqa: E731
-        return {"key": f"{TASK}/{rng.getrandbits(64)}", "prompt": [{"role": "user", "content": pick(prompt_length + 16)}],
-                "reasoning": pick(completion_length), "answer": "0"}
+        prompt = [{"role": "user", "content": pick(prompt_length + 16)}]  # left-truncated to prompt_length
+        return {"key": f"{TASK}/{rng.getrandbits(64)}", "prompt": prompt, "reasoning": pick(completion_length),
+                "answer": "0"}
 
     TASKS[TASK] = generate
 
@@ -139,8 +142,8 @@ def compose(algo: str, ckpt: Path, work: Path, args) -> "DictConfig":  # noqa: F
             cfg.num_iterations = min(cfg.num_iterations, TINY_MAX_ITERATIONS)
         cfg.max_steps = args.rollouts * cfg.num_iterations
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        prompts_per_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world // cfg.num_generations
-        cfg.task = OmegaConf.create(task_node(max(64, 4 * args.rollouts * prompts_per_batch)))
+        rows = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
+        cfg.task = OmegaConf.create(task_node(max(64, 4 * args.rollouts * rows // cfg.num_generations)))
     register_task(ALGOS[algo][1] if not args.tiny else TINY_SHAPES[ALGOS[algo][1]], prompt_length,
                   cfg.max_completion_length)
     return cfg
@@ -166,7 +169,8 @@ def run_algorithm(algo: str, ckpt: Path, work: Path, result_path: Path, args) ->
     result = {"algo": algo, "recipe": ALGOS[algo][0], "checkpoint": str(ckpt), "rank": rank,
               "world_size": int(os.environ.get("WORLD_SIZE", "1")), "load_seconds": load_seconds,
               "load_peak_gib": load_peak,
-              "settings": OmegaConf.to_container(OmegaConf.create({k: OmegaConf.select(cfg, k) for k in keys})),
+              "settings": OmegaConf.to_container(OmegaConf.create({k: OmegaConf.select(cfg, k) for k in keys}),
+                                                 resolve=True),
               "sampler": OmegaConf.to_container(cfg.sampler, resolve=True), "params": meter.params(),
               "batches": meter.batches, "history": [], "complete": False}
 
@@ -219,7 +223,8 @@ def run_isolated(algo: str, ckpt: Path, work: Path, args, timeout: float | None)
     for path in results:
         path.unlink(missing_ok=True)
     cmd = worker_command(algo, ckpt, work, work / f"{algo}.rank{{rank}}.json", args)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     if args.tiny:
         env.setdefault("OMP_NUM_THREADS", "1")
     problem = None

@@ -54,7 +54,8 @@ def summarize_rank(worker: dict, matmul: float) -> dict:
         total_flops += flops
         tflops = flops / seconds / 1e12 if seconds else 0.0
         entry = {"seconds": seconds, "tflops": tflops, "frac_matmul": tflops / matmul if matmul else None,
-                 "forwards": get("forwards"), "tokens_forwarded_per_s": get("tokens_forwarded") / seconds if seconds else 0.0,
+                 "forwards": get("forwards"),
+                 "tokens_forwarded_per_s": get("tokens_forwarded") / seconds if seconds else 0.0,
                  "peak_gib": max(b["stages"].get(name, {}).get("peak_gib", 0.0) for b in measured)}
         if get("head_positions_computed"):
             entry["head_positions_used_fraction"] = get("head_positions_used") / get("head_positions_computed")
@@ -90,9 +91,8 @@ def summarize(workers: list[dict], matmul: float) -> dict:
     out = summarize_rank(workers[0], matmul)
     if len(workers) > 1:
         per_rank = [summarize_rank(w, matmul) for w in workers]
-        out["per_rank"] = [{"rank": w["rank"], "rows_per_s": s["rows_per_s"], "s_per_rollout_batch": s["s_per_rollout_batch"],
-                            "peak_gib_allocated": s["peak_gib_allocated"], "peak_gib_reserved": s["peak_gib_reserved"]}
-                           for w, s in zip(workers, per_rank)]
+        keep = ("rows_per_s", "s_per_rollout_batch", "peak_gib_allocated", "peak_gib_reserved")
+        out["per_rank"] = [{"rank": w["rank"], **{k: s[k] for k in keep}} for w, s in zip(workers, per_rank)]
     return out
 
 
@@ -143,8 +143,8 @@ def markdown(summaries: dict, problems: dict) -> str:
 def write_outputs(out: Path, summaries: dict, problems: dict, matmul: dict, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     relate_to_one_gpu(summaries)
-    write_record(out / "rl_step.json", "rl_step", summaries, UNITS, command=args.command, matmul=matmul, problems=problems,
-                 rollouts=args.rollouts, prompt_length=args.prompt_length, tiny=args.tiny, nproc=args.nproc,
+    write_record(out / "rl_step.json", "rl_step", summaries, UNITS, command=args.command, matmul=matmul,
+                 problems=problems, rollouts=args.rollouts, tiny=args.tiny, nproc=args.nproc,
                  deepspeed=args.deepspeed, overrides=args.set or [],
                  flop_count="bench/stage_meter.py: 2·N_body per token forwarded + 2·N_head per used logit position; "
                             "back-propagated forwards add input (2×), weight (2·N_trainable) gradients and, with "

@@ -55,7 +55,8 @@ def test_random_checkpoint_has_the_official_layout_and_loads(tmp_path, shape):
         assert (policy.mask_id, policy.stop_id, policy.pad_id) == (ids["<|mdm_mask|>"], ids["<|eot_id|>"],
                                                                    ids["<|endoftext|>"])
     else:
-        assert (policy.mask_id, policy.stop_id, policy.pad_id) == (ids["<|mask|>"], ids["<|im_end|>"], ids["<|dlm_pad|>"])
+        assert (policy.mask_id, policy.stop_id, policy.pad_id) == (ids["<|mask|>"], ids["<|im_end|>"],
+                                                                   ids["<|dlm_pad|>"])
         assert policy.family.shift_logits
     assert len(policy.tokenizer) == spec.tokenizer_size
     text = policy.tokenizer.apply_chat_template([{"role": "user", "content": "w10 w11"}], tokenize=False,
@@ -166,7 +167,8 @@ def test_every_algorithm_has_an_8b_recipe_of_its_trainer():
         assert trainer_cls is TRAINERS[algo][0], recipe
         assert args.bf16 and args.gradient_checkpointing and args.lora_r == 128, recipe
         assert SHAPES[shape].family == ("dream" if algo == "coupled_grpo" else "llada")
-        header = [line for line in (ROOT / "recipes" / f"{recipe}.yaml").read_text().splitlines() if line.startswith("#")]
+        text = (ROOT / "recipes" / f"{recipe}.yaml").read_text()
+        header = [line for line in text.splitlines() if line.startswith("#")]
         assert any(f"rl-dlm train recipe={recipe}" in line for line in header), f"{recipe}: no launch command"
 
 
