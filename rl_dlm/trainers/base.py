@@ -31,6 +31,7 @@ from rl_dlm.distributed import default_device, env_rank, env_world_size, make_ru
 from rl_dlm.loop import Components, LoopSettings, train
 from rl_dlm.models.policy import LoraSettings, Policy, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.sampling.base import check_sampler_family
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker
 
@@ -179,6 +180,7 @@ class RLTrainer:
         raise NotImplementedError
 
     def check_components(self):
+        check_sampler_family(self.components.sampler, self.policy)
         missing = set(self.components.estimator.requires) - set(self.components.sampler.records)
         if missing:
             raise ValueError(
