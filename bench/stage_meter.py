@@ -17,7 +17,9 @@ FLOP count (stated here, used by bench/rl_step.py):
 - A forward of R rows × T tokens costs 2·N_body·R·T + 2·N_head·R·U, where U = the positions whose logits are
   used: the completion (L) for scoring (stages old_logp and update), the sampler's window for denoising (stages
   rollout and refine: the block of a semi-AR sampler, the completion otherwise), at most T. What the LM head
-  projects beyond U is reported as `head_positions_computed` but not counted as useful work.
+  projects beyond U is reported as `head_positions_computed` but not counted as useful work. (IGPO's entropy
+  pass in `refine` reads a whole completion but is counted with the window: one forward per swapped-in row,
+  against the hinted rollout's one per step.)
 - A forward with gradients on (stage 5) adds its backward: input gradients 2·N_body·R·T + 2·N_head·R·U, weight
   gradients 2·N_trainable·R·T (the LoRA adapters, or every body weight when the base is trained; + 2·N_head·R·U
   when the head is trained), and, with gradient checkpointing, the recomputed forward 2·N_body·R·T. So a LoRA
