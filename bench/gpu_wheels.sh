@@ -19,12 +19,14 @@
 #
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; export PYTHONUNBUFFERED=1;
 #
-# then one of (estimates at today's speeds: load ≈ 1 min per algorithm, then two rollout batches):
+# then one of these (estimated from the earlier rollout and update measurements: ≈ 1 min to write an 8B
+# checkpoint, ≈ 40 s to load one per algorithm, then two rollout batches; --time-budget-s stops a run that
+# overruns and keeps the finished rollout batches):
 #
-#   python3 bench/rl_step.py --algos diffu_grpo,gdpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt
-#   python3 bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt
-#   python3 bench/rl_step.py --algos cj_grpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt
-#   python3 bench/rl_step.py --algos coupled_grpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt
+#   python3 bench/rl_step.py --algos diffu_grpo,gdpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt  # ≈ 7 min
+#   python3 bench/rl_step.py --algos cj_grpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt          # ≈ 5 min
+#   python3 bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt        # ≈ 7 min
+#   python3 bench/rl_step.py --algos coupled_grpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt     # ≈ 4 min
 #
 # and, back here, `python bench/rl_step.py --merge <each run's rl_step.json> --out bench/results` for the record and
 # the table of bench/RESULTS.md. Several GPUs (nvidia-h200-x2/x4/x8; NCCL's NVLink multicast stays off there):

@@ -45,8 +45,8 @@ On one H200 (each command must end inside the device's 10-minute limit; `bench/g
 install that precedes them, and each command writes its own `$OUT/rl_step.json`):
 
     python bench/rl_step.py --algos diffu_grpo,gdpo --out $OUT --time-budget-s 560    # writes the LLaDA checkpoint
-    python bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560
     python bench/rl_step.py --algos cj_grpo --out $OUT --time-budget-s 560
+    python bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560
     python bench/rl_step.py --algos coupled_grpo --out $OUT --time-budget-s 560        # writes the Dream checkpoint
     python bench/rl_step.py --merge run1/rl_step.json run2/rl_step.json ... --out bench/results
 
@@ -242,7 +242,10 @@ def checkpoint_for(algo: str, args, log) -> Path:
     shape = ALGOS[algo][1]
     shape = TINY_SHAPES[shape] if args.tiny else shape
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-    return write_checkpoint(shape, Path(args.ckpt_dir) / shape, device=device, log=log)
+    path = write_checkpoint(shape, Path(args.ckpt_dir) / shape, device=device, log=log)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the workers, not this process, should hold the GPU's memory
+    return path
 
 
 def drive(args) -> dict:
