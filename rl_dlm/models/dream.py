@@ -39,7 +39,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from rl_dlm.models.llada import apply_rope, rope_cos_sin
+from rl_dlm.models.llada import apply_rope, rope_cos_sin, scale_into_dtype
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
 
@@ -111,8 +111,7 @@ class DreamRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weight * scale_into_dtype(x, h, torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
 class DreamAttention(nn.Module):
@@ -217,6 +216,7 @@ class DreamModel(DreamPreTrainedModel):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     supports_block_cache = True
+    supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)

@@ -145,6 +145,20 @@ def tiny_llada_config(
     return LLaDAConfig(**kwargs)
 
 
+def needs_grad(t: torch.Tensor) -> bool:
+    """Whether autograd records ops on t (the out= fast paths work only outside autograd)."""
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def scale_into_dtype(x: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(h · scale).to(x.dtype) for h = x.float(), an RMSNorm's normalisation. Outside autograd the fp32 product
+    is rounded into x's dtype as it is stored (type promotion converts x exactly): 4 instead of 14 bytes per
+    element in bf16, the same values."""
+    if needs_grad(x) or torch.promote_types(x.dtype, torch.float32) != torch.float32:
+        return (h * scale).to(x.dtype)
+    return torch.mul(x, scale, out=torch.empty_like(x))
+
+
 class LLaDARMSNorm(nn.Module):
     """Official RMSLayerNorm: normalise in fp32, cast back to the input dtype, then scale (and shift)."""
 
@@ -158,7 +172,8 @@ class LLaDARMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             h = x.float()
-            h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+            scale = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+            h = scale_into_dtype(x, h, scale)
         h = self.weight * h
         return h + self.bias if self.bias is not None else h
 
@@ -178,10 +193,25 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_precision: bool = True) -> torch.Tensor:
-    """Half rotation (HF Llama's rotate_half). Official LLaDA rotates in fp32 and casts back."""
-    t_ = t.float() if full_precision else t
-    cos, sin = cos.to(t_.dtype), sin.to(t_.dtype)
-    return (t_ * cos + _rotate_half(t_) * sin).to(t.dtype)
+    """Half rotation (HF Llama's rotate_half): t·cos + rotate_half(t)·sin. Official LLaDA rotates in fp32 and
+    casts back.
+
+    Outside autograd the two halves are written straight into the output (first t1·c − t2·s, second t2·c + t1·s),
+    the product with the fp32 tables promotes t without an fp32 copy, and the sums are rounded into t's dtype as
+    they are stored: 5 elementwise passes instead of 8, about 22 instead of 52 bytes per element in bf16, with
+    bit-identical results (a + (−b)·s equals a − b·s exactly in IEEE arithmetic; tests/test_exact_speedups.py)."""
+    dtype = torch.float32 if full_precision else t.dtype
+    cos, sin = cos.to(dtype), sin.to(dtype)
+    if needs_grad(t) or torch.promote_types(t.dtype, dtype) != dtype:
+        t_ = t.to(dtype)
+        return (t_ * cos + _rotate_half(t_) * sin).to(t.dtype)
+    half = t.shape[-1] // 2
+    t1, t2 = t[..., :half], t[..., half:]
+    out = torch.empty_like(t)
+    a = t * cos  # computed in `dtype`: type promotion converts t exactly, with no copy of it
+    torch.sub(a[..., :half], t2 * sin[..., :half], out=out[..., :half])
+    torch.add(a[..., half:], t1 * sin[..., half:], out=out[..., half:])
+    return out
 
 
 class LLaDABlock(GradientCheckpointingLayer):
@@ -271,6 +301,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     """LLaDA masked-diffusion LM: `forward(input_ids)` -> unshifted logits [B, L, embedding_size]."""
 
     supports_block_cache = True
+    supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)

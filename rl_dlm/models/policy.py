@@ -15,6 +15,10 @@ there is never a second copy of the model.
 
     policy = load_policy("checkpoints/tiny-llada", lora=LoraSettings(r=16))
     logits = policy.logits(input_ids, attention_mask)        # [n, T, V], aligned
+    block = policy.logits(input_ids, attention_mask, keep=slice(lo, hi))   # [n, hi - lo, V], the same values
+
+Samplers and the scorer ask only for the positions they read (`keep`): at a 126k vocabulary the LM head over the
+whole canvas is ~7 % of a forward's FLOPs and its [n, T, V] output the largest tensor of a rollout step.
 """
 from __future__ import annotations
 
@@ -61,20 +65,37 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: slice | None = None) -> Tensor:
         """[n, T] → [n, T, V], position i scoring token i. Left padding is hidden from attention and the
-        position ids are aligned so a padded row computes what it would alone."""
+        position ids are aligned so a padded row computes what it would alone.
+
+        keep: a slice of positions (`slice(lo, hi)`, `slice(p, None)`) → only their logits, [n, |keep|, V]. The
+        native models project only those positions through the LM head (a shifted family one more, the one
+        before `lo`); any other model computes all logits and slices them. Same values as `logits(...)[:, keep]`."""
         kwargs = {}
         if attention_mask is not None and not bool(attention_mask.all()):
             kwargs["attention_mask"] = attention_mask.long()
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        raw = self.model(input_ids=input_ids, **kwargs).logits
-        if not self.family.shift_logits:
+        total = input_ids.shape[1]
+        start, stop, stride = (keep or slice(None)).indices(total)
+        if stride != 1 or stop <= start:
+            raise ValueError(f"keep must be a non-empty slice of consecutive positions of {total}, got {keep}")
+        shift = 1 if self.family.shift_logits else 0
+        lo = max(start - shift, 0)  # first raw position needed: a shifted family scores token i at i - 1
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if (lo, stop) == (0, total):
+            raw = self.model(input_ids=input_ids, **kwargs).logits
+        elif getattr(base, "supports_logits_slice", False):
+            raw = self.model(input_ids=input_ids, logits_to_keep=slice(lo, stop), **kwargs).logits
+        else:
+            raw = self.model(input_ids=input_ids, **kwargs).logits[:, lo:stop]
+        if not shift:
             return raw
-        logits = torch.cat([raw[:, :1], raw[:, :-1]], 1)
+        off = start - lo  # 1, or 0 when keep starts at position 0 (whose own logit stands in for its left one)
+        logits = raw[:, :-1] if off else torch.cat([raw[:, :1], raw[:, :-1]], 1)
         if "position_ids" in kwargs:  # a left-padded row's first token has no left neighbour: its own logit
-            first = (kwargs["position_ids"] == 0)[..., None]
-            logits = torch.where(first, raw, logits)
+            first = (kwargs["position_ids"][:, start:stop] == 0)[..., None]
+            logits = torch.where(first, raw[:, off:], logits)
         return logits
 
     merge_lora_for_inference = False  # see `inference()`; the trainers set it from their config
