@@ -203,9 +203,14 @@ def test_dream_sampler_draws_the_same_tokens_as_before(alg):
 
 # 4. the scorer: the same log-probs and gradients ----------------------------------------------------------------
 
-def test_score_gives_the_same_logp_and_lora_gradients_as_before(tokenizer, family):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_score_gives_the_same_logp_and_lora_gradients_as_before(tokenizer, family, checkpointing):
     policy = make_policy(family, tokenizer)
     policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    if checkpointing:  # as the trainers enable it; it runs in train mode (every dropout of these models is 0)
+        with pytest.warns(FutureWarning):
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.model.train()
     with torch.no_grad():  # LoRA B starts at zero: make the adapters matter
         for n, p in policy.model.named_parameters():
             if "lora_B" in n:
