@@ -9,7 +9,9 @@ checks that both give the same tokens and log-probs. Each replaced piece, as it 
   into the output;
 - RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`): now rounded as it is stored;
 - the semi-AR step loop with a key-mask check per forward, boolean-index writes of the commit step and four
-  float64 noise buffers per row (`previous_semi_ar_sample`).
+  float64 noise buffers per row (`previous_semi_ar_sample`);
+- peft's cast of every adapted layer's input to fp32 under bf16 autocast in eval mode (`previous_paths` keeps
+  it): now skipped where autocast undoes it.
 
     with previous_paths():
         rollout = previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), prompt_ids, prompt_mask, seeds)
@@ -23,6 +25,7 @@ from torch import Tensor
 
 import rl_dlm.models.dream as dream_module
 import rl_dlm.models.llada as llada_module
+import rl_dlm.models.policy as policy_module
 from rl_dlm.sampling.rollout import Rollout, start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, transfer_counts
 
@@ -63,18 +66,25 @@ def textbook_dream_norm_forward(self, x: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
+def lora_input_casts_kept(model, device_type: str):
+    yield
+
+
+@contextlib.contextmanager
 def previous_paths():
-    """Run the native models with the textbook RoPE and RMSNorm (restored on exit)."""
+    """Run the native models with the textbook RoPE and RMSNorm, and peft's input casts always on (restored on
+    exit)."""
     saved = (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
-             dream_module.DreamRMSNorm.forward)
+             dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant)
     llada_module.apply_rope = dream_module.apply_rope = textbook_apply_rope
     llada_module.LLaDARMSNorm.forward = textbook_llada_norm_forward
     dream_module.DreamRMSNorm.forward = textbook_dream_norm_forward
+    policy_module.lora_input_casts_skipped_if_redundant = lora_input_casts_kept
     try:
         yield
     finally:
         (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
-         dream_module.DreamRMSNorm.forward) = saved
+         dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant) = saved
 
 
 def previous_gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator]) -> Tensor:

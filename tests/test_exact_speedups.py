@@ -7,11 +7,15 @@
   these tiny models it is exact).
 - The samplers (semi-AR, cached, Dream) on a tiny LLaDA and a tiny Dream, left padding included: the same
   tokens and commit steps as the previous loop on full-canvas logits with the textbook kernels.
+- peft's fp32 cast of each adapted layer's input, skipped under bf16 autocast in eval mode: bit-identical
+  logits, and the cast stays where it matters (no autocast, or dropout in train mode).
 - `score` (the completion's logits only): the same log-probs (atol 1e-5) and LoRA gradients (atol 1e-6).
 
 Run: .venv/bin/python -m pytest tests/test_exact_speedups.py -q
 """
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -201,7 +205,41 @@ def test_dream_sampler_draws_the_same_tokens_as_before(alg):
     assert torch.equal(new.unmask_step, old.unmask_step)
 
 
-# 4. the scorer: the same log-probs and gradients ----------------------------------------------------------------
+# 4. peft's input casts: skipped only where autocast undoes them ------------------------------------------------
+
+def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer):
+    policy = make_tiny_policy(tokenizer)
+    policy.model.to(torch.bfloat16)
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.05))  # fp32 adapter weights
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+    seen = []
+    for n, m in policy.model.named_modules():
+        if n.endswith("lora_A.default"):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    ids, mask = prompts_for(policy)
+
+    def run(mode: str, autocast: bool, previous: bool = False):
+        seen.clear()
+        policy.model.train(mode == "train")
+        torch.manual_seed(0)  # the same dropout masks in train mode
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
+            with previous_paths() if previous else contextlib.nullcontext():
+                out = policy.logits(ids, mask, keep=slice(4, None))
+        return out, set(seen)
+
+    new, dtypes = run("eval", autocast=True)
+    old, old_dtypes = run("eval", autocast=True, previous=True)
+    assert dtypes == {torch.bfloat16} and old_dtypes == {torch.float32}  # the cast was skipped, and only here
+    assert torch.equal(new, old)
+    assert run("eval", autocast=False)[1] == {torch.float32}  # fp32 adapter matmuls need the cast
+    assert run("train", autocast=True)[1] == {torch.float32}  # dropout on the fp32 copy rounds differently
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in policy.model.modules())  # restored
+
+
+# 5. the scorer: the same log-probs and gradients ----------------------------------------------------------------
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_score_gives_the_same_logp_and_lora_gradients_as_before(tokenizer, family, checkpointing):
