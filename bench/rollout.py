@@ -10,6 +10,9 @@ never confident, so this is a lower bound on what a trained model sees, and thre
     python bench/rollout.py --tiny --out /tmp/bench    # CPU smoke test of the script itself
     python bench/rollout.py --modes none,dual --exact-steps 32 --compare-old --out $OUT
 
+`--lora-r 128 --autocast` measures the trainer's rollout path: LoRA adapters (alpha 64, dropout 0.05, eval
+mode) on every projection and bf16 autocast, as `rl-dlm train` with `bf16: true` runs its rollouts.
+
 `--compare-old` also times every mode on the implementation before the exact speed-ups (bench/previous_paths.py:
 full-canvas logits, textbook RoPE / RMSNorm, the previous semi-AR step loop) and records, per mode, its tokens/s,
 the speed-up of the current code over it and the fraction of tokens both draw alike (1.0 expected; bf16
@@ -34,7 +37,7 @@ from bench.previous_paths import FullLogitsPolicy, previous_paths, previous_semi
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
-from rl_dlm.models.policy import Policy  # noqa: E402
+from rl_dlm.models.policy import LoraSettings, Policy, add_lora  # noqa: E402
 from rl_dlm.sampling.cached import CachedSemiARSampler  # noqa: E402
 from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 
@@ -143,6 +146,8 @@ def main():
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")
+    ap.add_argument("--lora-r", type=int, default=0, help="LoRA adapters of this rank on every projection (0: none)")
+    ap.add_argument("--autocast", action="store_true", help="run under bf16 autocast, as the trainer does")
     ap.add_argument("--compare-old", action="store_true",
                     help="also time each mode on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
@@ -150,6 +155,10 @@ def main():
     shape = TINY if args.tiny else LLADA_8B
     policy = build_policy(shape, device)
     n_params = sum(p.numel() for p in policy.model.parameters())
+    if args.lora_r:
+        policy.model = add_lora(policy.model, LoraSettings(r=args.lora_r, alpha=64, dropout=0.05)).eval()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast)
+    autocast.__enter__()  # for the whole run: warm-up, timed rollouts, agreement checks
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, 126000 if not args.tiny else 400, (args.n, args.prompt), generator=g).to(device)
     mask = torch.ones_like(prompts, dtype=torch.bool)
@@ -212,7 +221,8 @@ def main():
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls"},
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
                "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
-        workload={"sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
+        workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast,
+                  "sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
                   "steps": args.steps, "block_length": args.block, "temperature": args.temperature})
     print(json.dumps(record, indent=1))
 

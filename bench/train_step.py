@@ -13,6 +13,9 @@ memory.
     python bench/train_step.py --tiny --out /tmp/bench   # CPU smoke test of the script itself
     python bench/train_step.py --compare-old --out $OUT  # also the code before the exact speed-ups
 
+`--autocast` runs stage 4 and the update under bf16 autocast, as `rl-dlm train` with `bf16: true` does (without
+it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the recorded results).
+
 `--compare-old` times stage 4 and the update a second time on the implementation before the exact speed-ups
 (bench/previous_paths.py: full-length logits sliced to the completion, textbook RoPE / RMSNorm) right after the
 current one, and records both medians and the largest difference between their stage-4 log-probs.
@@ -50,6 +53,7 @@ def main():
     ap.add_argument("--completion", type=int, default=256)
     ap.add_argument("--lora-r", type=int, default=128)
     ap.add_argument("--updates", type=int, default=3, help="timed updates after one warm-up update")
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast, as the trainer runs with bf16: true")
     ap.add_argument("--compare-old", action="store_true",
                     help="also time each update on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
@@ -116,6 +120,7 @@ def main():
               f"loss {loss:.4f}", flush=True)
         return t1 - t0, t2 - t1, peak
 
+    torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast).__enter__()  # the whole run, as the trainer
     runs = {False: [], True: []}  # previous code? → [(stage4 s, update s, peak GiB)] of the timed updates
     for it in range(args.updates + 1):
         for previous in ([False, True] if args.compare_old else [False]):
@@ -148,7 +153,8 @@ def main():
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "base_params": base_params,
                "lora_params": lora_params, "dtype": "bfloat16" if device == "cuda" else "float32",
                "weights": "random", "gradient_checkpointing": True},
-        workload={"group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
+        workload={"bf16_autocast": args.autocast,
+                  "group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
                   "lora_r": args.lora_r, "lora_alpha": 64, "estimator": "one_step(p_mask_prompt=0.15)",
                   "objective": "clipped token ratio, eps 0.5, beta 0.04 (k3)", "optimizer": "AdamW lr 3e-6"})
     print(json.dumps(record, indent=1))
