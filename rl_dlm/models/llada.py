@@ -32,14 +32,11 @@ Deliberate deviations from the official code
       accepted and dropped. `multi_query_attention` only matters when `n_kv_heads` is null (official semantics).
 
 Speed (outputs equal to the textbook code, tests/test_exact_speedups.py; bench/previous_paths.py keeps it)
-    - `logits_to_keep` also trims the last block: every position still gives keys and values, but only the
-      kept positions are queried and sent through its MLP (a sampler reading one 32-token block of a 456-token
-      canvas skips ~93 % of the last block's work, ~2.5 % of the forward). Matrix products on fewer rows may
-      round the fp32 sums differently, as a change of batch size does.
-    - Outside autograd, RoPE is written half by half into its output with the rounding to the activation dtype
-      done on store, and RMSNorm rounds its fp32 product as it stores it: fewer elementwise passes over the
-      [B, L, d] activations (RoPE ~22 instead of ~52 bytes per element in bf16), bit-identical results.
-      Under autograd both run the textbook formula.
+    - `logits_to_keep` also trims the last block to the kept queries (every position still gives K/V): one
+      32-token block of a 456-token canvas skips ~93 % of it, ~2.5 % of the forward. Products on fewer rows
+      may round fp32 sums differently, as a change of batch size does.
+    - Outside autograd, RoPE and RMSNorm round to the activation dtype as they store (RoPE half by half):
+      ~22 instead of ~52 bytes per element for RoPE in bf16, bit-identical. Under autograd: the textbook code.
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_llada.py -q`
 """
