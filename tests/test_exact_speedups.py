@@ -221,11 +221,11 @@ def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer)
             m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
     ids, mask = prompts_for(policy)
 
-    def run(mode: str, autocast: bool, previous: bool = False):
+    def run(mode: str, autocast: bool, previous: bool = False, grad: bool = False):
         seen.clear()
         policy.model.train(mode == "train")
         torch.manual_seed(0)  # the same dropout masks in train mode
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.set_grad_enabled(grad):
             with previous_paths() if previous else contextlib.nullcontext():
                 out = policy.logits(ids, mask, keep=slice(4, None))
         return out, set(seen)
@@ -236,6 +236,7 @@ def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer)
     assert torch.equal(new, old)
     assert run("eval", autocast=False)[1] == {torch.float32}  # fp32 adapter matmuls need the cast
     assert run("train", autocast=True)[1] == {torch.float32}  # dropout on the fp32 copy rounds differently
+    assert run("eval", autocast=True, grad=True)[1] == {torch.float32}  # backward keeps the recorded graph
     assert all(getattr(m, "cast_input_dtype_enabled", True) for m in policy.model.modules())  # restored
 
 

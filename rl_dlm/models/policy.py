@@ -19,8 +19,9 @@ there is never a second copy of the model.
 
 Samplers and the scorer ask only for the positions they read (`keep`): at a 126k vocabulary the LM head over the
 whole canvas is ~7 % of a forward's FLOPs and its [n, T, V] output the largest tensor of a rollout step. Under
-bf16 autocast with dropout off (rollouts, old / reference log-probs), `Policy.logits` also skips peft's cast of
-each adapted layer's input to the fp32 adapter dtype, which autocast undoes at once (`lora_input_casts_...`).
+bf16 autocast without grad and dropout (rollouts, old / reference log-probs), `Policy.logits` also skips peft's
+cast of each adapted layer's input to the fp32 adapter dtype, which autocast undoes at once
+(`lora_input_casts_skipped_if_redundant`).
 """
 from __future__ import annotations
 
@@ -304,10 +305,13 @@ def lora_input_casts_skipped_if_redundant(model: nn.Module, device_type: str):
     `lora_A` casts it straight back to the autocast dtype, so x → fp32 → bf16 gives x itself (a bf16 or fp32
     input survives the round trip exactly): the cast only costs two passes over every adapted layer's input
     (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout). It is skipped — bit-identical — when
-    autocast is on, the model is in eval mode (LoRA dropout is the identity; in training, dropout on the fp32 copy
-    would round differently) and every adapter is plain LoRA (no DoRA-style variant that reads the cast input)."""
+    autocast is on, nothing is recorded for backward (rollouts, old / reference log-probs; a graph without the
+    cast nodes could sum input gradients in another order), the model is in eval mode (LoRA dropout is the
+    identity; dropout on the fp32 copy would round differently) and every adapter is plain LoRA (no DoRA-style
+    variant that reads the cast input)."""
     layers = _lora_layers(model)
-    redundant = (layers and not model.training and torch.is_autocast_enabled(device_type)
+    redundant = (layers and not model.training and not torch.is_grad_enabled()
+                 and torch.is_autocast_enabled(device_type)
                  and not any(getattr(m, "lora_variant", None) for m in layers))
     if not redundant:
         yield
