@@ -8,12 +8,22 @@ never confident, so this is a lower bound on what a trained model sees, and thre
 
     python bench/rollout.py --out $OUT                 # on a GPU; writes $OUT/rollout.json
     python bench/rollout.py --tiny --out /tmp/bench    # CPU smoke test of the script itself
+    python bench/rollout.py --modes none,dual --exact-steps 32 --compare-old --out $OUT
+
+`--lora-r 128 --autocast` measures the trainer's rollout path: LoRA adapters (alpha 64, dropout 0.05, eval
+mode) on every projection and bf16 autocast, as `rl-dlm train` with `bf16: true` runs its rollouts.
+
+`--compare-old` also times every mode on the implementation before the exact speed-ups (bench/previous_paths.py:
+full-canvas logits, textbook RoPE / RMSNorm, the previous semi-AR step loop) and records, per mode, its tokens/s,
+the speed-up of the current code over it and the fraction of tokens both draw alike (1.0 expected; bf16
+matrix products on a different number of rows may round differently, which can flip a near-tie).
 
 Imports only torch/transformers/peft and rl_dlm's model and sampler modules (the GPU image has no hydra/trl).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -23,10 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.previous_paths import FullLogitsPolicy, previous_paths, previous_semi_ar_sample  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
-from rl_dlm.models.policy import Policy  # noqa: E402
+from rl_dlm.models.policy import LoraSettings, Policy, add_lora  # noqa: E402
 from rl_dlm.sampling.cached import CachedSemiARSampler  # noqa: E402
 from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 
@@ -53,12 +64,22 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
-def timed(sampler, policy, prompts, mask, seeds, device):
+def sample_fn(sampler, previous: bool):
+    """sampler.sample, or the implementation before the exact speed-ups (bench/previous_paths.py)."""
+    if not previous:
+        return sampler.sample
+    if isinstance(sampler, SemiARSampler):
+        return lambda policy, *args: previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), *args)
+    return lambda policy, *args: sampler.sample(FullLogitsPolicy(policy), *args)
+
+
+def timed(sampler, policy, prompts, mask, seeds, device, previous: bool = False):
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    rollout = sampler.sample(policy, prompts, mask, seeds)
+    with previous_paths() if previous else contextlib.nullcontext():
+        rollout = sample_fn(sampler, previous)(policy, prompts, mask, seeds)
     sync(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
@@ -85,13 +106,14 @@ class CountingPolicy:
         return self.policy.logits(*args, **kwargs)
 
 
-def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int):
+def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, previous: bool = False):
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        sampler.sample(CountingPolicy(policy, limit), prompts, mask, seeds)
+        with previous_paths() if previous else contextlib.nullcontext():
+            sample_fn(sampler, previous)(CountingPolicy(policy, limit), prompts, mask, seeds)
     except _Budget:
         pass
     sync(device)
@@ -124,11 +146,19 @@ def main():
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")
+    ap.add_argument("--lora-r", type=int, default=0, help="LoRA adapters of this rank on every projection (0: none)")
+    ap.add_argument("--autocast", action="store_true", help="run under bf16 autocast, as the trainer does")
+    ap.add_argument("--compare-old", action="store_true",
+                    help="also time each mode on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B
     policy = build_policy(shape, device)
     n_params = sum(p.numel() for p in policy.model.parameters())
+    if args.lora_r:
+        policy.model = add_lora(policy.model, LoraSettings(r=args.lora_r, alpha=64, dropout=0.05)).eval()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast)
+    autocast.__enter__()  # for the whole run: warm-up, timed rollouts, agreement checks
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, 126000 if not args.tiny else 400, (args.n, args.prompt), generator=g).to(device)
     mask = torch.ones_like(prompts, dtype=torch.bool)
@@ -142,29 +172,43 @@ def main():
         timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
               device)
 
-    results, exact = {}, None
-    for m in modes:
+    def run(m: str, previous: bool = False) -> tuple[dict, torch.Tensor | None]:
+        """One timed rollout of mode m → (metrics, completion ids; None when only the first steps were timed)."""
         if m == "none" and 0 < args.exact_steps < args.steps:
-            seconds, peak = timed_partial(samplers[m], policy, prompts, mask, seeds, device, args.exact_steps)
+            seconds, peak = timed_partial(samplers[m], policy, prompts, mask, seeds, device, args.exact_steps,
+                                          previous)
             seconds *= args.steps / args.exact_steps
-            results[m] = {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
-                          "peak_memory_gib": round(peak, 2), "forwards": args.steps,
-                          "timed_steps": args.exact_steps, "_ids": None}
-            print(m, {k: v for k, v in results[m].items() if k != "_ids"}, flush=True)
-            continue
-        rollout, seconds, peak = timed(samplers[m], policy, prompts, mask, seeds, device)
-        tokens = args.n * args.gen
-        results[m] = {"seconds": round(seconds, 2), "generated_tokens_per_s": round(tokens / seconds, 1),
-                      "peak_memory_gib": round(peak, 2), "forwards": rollout.extras.get("forwards", args.steps)}
-        if m == "none":
-            exact = rollout.completion_ids
-        results[m]["_ids"] = rollout.completion_ids
-        print(m, results[m] if "_ids" not in results[m] else {k: v for k, v in results[m].items() if k != "_ids"},
-              flush=True)
+            return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
+                    "peak_memory_gib": round(peak, 2), "forwards": args.steps,
+                    "timed_steps": args.exact_steps}, None
+        rollout, seconds, peak = timed(samplers[m], policy, prompts, mask, seeds, device, previous)
+        return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
+                "peak_memory_gib": round(peak, 2), "forwards": rollout.extras.get("forwards", args.steps)}, \
+            rollout.completion_ids
+
+    results, ids = {}, {}
+    for m in modes:
+        results[m], ids[m] = run(m)
+        print(m, results[m], flush=True)
+        if args.compare_old:
+            old, old_ids = run(m, previous=True)
+            results[m]["previous"] = old
+            results[m]["speedup_vs_previous"] = round(results[m]["generated_tokens_per_s"]
+                                                      / old["generated_tokens_per_s"], 3)
+            if old_ids is None:  # the exact mode was timed partially: compare a whole first block instead
+                one_block = make_sampler(m, **{**common, "gen_length": args.block,
+                                               "steps": args.steps * args.block // args.gen})
+                ids_new = timed(one_block, policy, prompts, mask, seeds, device)[0].completion_ids
+                ids_old = timed(one_block, policy, prompts, mask, seeds, device, previous=True)[0].completion_ids
+                results[m]["token_agreement_with_previous"] = round((ids_new == ids_old).float().mean().item(), 4)
+                results[m]["token_agreement_with_previous_scope"] = "first block"
+            else:
+                results[m]["token_agreement_with_previous"] = round((ids[m] == old_ids).float().mean().item(), 4)
+            print(m, "previous", old, "agreement", results[m]["token_agreement_with_previous"], flush=True)
+    exact = ids.get("none")
     for m, r in results.items():
-        ids = r.pop("_ids")
-        if exact is not None and ids is not None:
-            r["token_agreement_with_exact"] = round((ids == exact).float().mean().item(), 4)
+        if exact is not None and ids[m] is not None:
+            r["token_agreement_with_exact"] = round((ids[m] == exact).float().mean().item(), 4)
     base = results.get("none", {}).get("generated_tokens_per_s")
     if base:
         for r in results.values():
@@ -172,10 +216,13 @@ def main():
     record = write_record(
         Path(args.out) / "rollout.json", "rollout", results,
         units={"seconds": "s", "generated_tokens_per_s": "generated tokens / s",
+               "speedup_vs_previous": "current tokens/s over the pre-speed-up code's (--compare-old)",
+               "token_agreement_with_previous": "fraction of completion tokens equal to the pre-speed-up code's",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls"},
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
                "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
-        workload={"sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
+        workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast,
+                  "sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
                   "steps": args.steps, "block_length": args.block, "temperature": args.temperature})
     print(json.dumps(record, indent=1))
 

@@ -11,10 +11,19 @@ memory.
 
     python bench/train_step.py --out $OUT                # on a GPU; writes $OUT/train_step.json
     python bench/train_step.py --tiny --out /tmp/bench   # CPU smoke test of the script itself
+    python bench/train_step.py --compare-old --out $OUT  # also the code before the exact speed-ups
+
+`--autocast` runs stage 4 and the update under bf16 autocast, as `rl-dlm train` with `bf16: true` does (without
+it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the recorded results).
+
+`--compare-old` times stage 4 and the update a second time on the implementation before the exact speed-ups
+(bench/previous_paths.py: full-length logits sliced to the completion, textbook RoPE / RMSNorm) right after the
+current one, and records both medians and the largest difference between their stage-4 log-probs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -25,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.previous_paths import FullLogitsPolicy, previous_paths  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
@@ -43,6 +53,9 @@ def main():
     ap.add_argument("--completion", type=int, default=256)
     ap.add_argument("--lora-r", type=int, default=128)
     ap.add_argument("--updates", type=int, default=3, help="timed updates after one warm-up update")
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast, as the trainer runs with bf16: true")
+    ap.add_argument("--compare-old", action="store_true",
+                    help="also time each update on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B
@@ -69,18 +82,18 @@ def main():
     objective = ClippedTokenObjective(epsilon=0.5, beta=0.04)
     adv = torch.randn(n, generator=g).to(device)
 
-    def stage4(it: int):
+    def stage4(it: int, scorer=policy):
         plan = estimator.plan(rollout, it)
         policy.model.eval()
         with torch.no_grad():
-            old = estimator.reduce(score(policy, rollout, plan), plan)
+            old = estimator.reduce(score(scorer, rollout, plan), plan)
             with policy.reference():
-                ref = estimator.reduce(score(policy, rollout, plan), plan)
+                ref = estimator.reduce(score(scorer, rollout, plan), plan)
         policy.model.train()
         return plan, old, ref
 
-    def update(plan, old, ref):
-        logp = estimator.reduce(score(policy, rollout, plan), plan)
+    def update(plan, old, ref, scorer=policy):
+        logp = estimator.reduce(score(scorer, rollout, plan), plan)
         loss, stats = objective(logp, old, ref, adv, rollout.completion_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.2)
@@ -88,35 +101,60 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    stage4_s, update_s, peak = [], [], float("nan")
+    def timed_update(it: int, previous: bool) -> tuple[float, float, float]:
+        """(stage-4 seconds, update seconds, peak GiB of the update) on the current or the previous code."""
+        scorer = FullLogitsPolicy(policy) if previous else policy
+        with previous_paths() if previous else contextlib.nullcontext():
+            sync(device)
+            t0 = time.perf_counter()
+            plan, old, ref = stage4(it, scorer)
+            sync(device)
+            t1 = time.perf_counter()
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            loss = update(plan, old, ref, scorer)
+            sync(device)
+            t2 = time.perf_counter()
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+        print(f"update {it}{' (previous code)' if previous else ''}: stage4 {t1 - t0:.2f}s update {t2 - t1:.2f}s "
+              f"loss {loss:.4f}", flush=True)
+        return t1 - t0, t2 - t1, peak
+
+    torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast).__enter__()  # the whole run, as the trainer
+    runs = {False: [], True: []}  # previous code? → [(stage4 s, update s, peak GiB)] of the timed updates
     for it in range(args.updates + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        plan, old, ref = stage4(it)
-        sync(device)
-        t1 = time.perf_counter()
-        if device == "cuda" and it == 1:
-            torch.cuda.reset_peak_memory_stats()
-        loss = update(plan, old, ref)
-        sync(device)
-        t2 = time.perf_counter()
-        print(f"update {it}: stage4 {t1 - t0:.2f}s update {t2 - t1:.2f}s loss {loss:.4f}", flush=True)
-        if it > 0:  # the first is a warm-up
-            stage4_s.append(t1 - t0)
-            update_s.append(t2 - t1)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    metrics = {"seconds_per_update": round(statistics.median(update_s), 3),
-               "updates_s": [round(x, 3) for x in update_s],
-               "stage4_old_and_ref_logp_s": round(statistics.median(stage4_s), 3), "peak_memory_gib": round(peak, 2)}
+        for previous in ([False, True] if args.compare_old else [False]):
+            result = timed_update(it, previous)
+            if it > 0:  # the first is a warm-up
+                runs[previous].append(result)
+
+    def summary(rows):
+        return {"seconds_per_update": round(statistics.median(r[1] for r in rows), 3),
+                "updates_s": [round(r[1], 3) for r in rows],
+                "stage4_old_and_ref_logp_s": round(statistics.median(r[0] for r in rows), 3),
+                "peak_memory_gib": round(max(r[2] for r in rows), 2)}
+
+    metrics = summary(runs[False])
+    if args.compare_old:
+        metrics["previous"] = summary(runs[True])
+        metrics["update_speedup_vs_previous"] = round(metrics["previous"]["seconds_per_update"]
+                                                      / metrics["seconds_per_update"], 3)
+        metrics["stage4_speedup_vs_previous"] = round(metrics["previous"]["stage4_old_and_ref_logp_s"]
+                                                      / metrics["stage4_old_and_ref_logp_s"], 3)
+        now = stage4(0)[1]  # the same weights, both codes
+        with previous_paths():
+            before = stage4(0, FullLogitsPolicy(policy))[1]
+        metrics["max_abs_logp_difference_vs_previous"] = (now - before).abs().max().item()
     record = write_record(
         Path(args.out) / "train_step.json", "train_step", metrics,
         units={"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
+               "max_abs_logp_difference_vs_previous": "nats (stage-4 log-probs, current vs previous code)",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)"},
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "base_params": base_params,
                "lora_params": lora_params, "dtype": "bfloat16" if device == "cuda" else "float32",
                "weights": "random", "gradient_checkpointing": True},
-        workload={"group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
+        workload={"bf16_autocast": args.autocast,
+                  "group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
                   "lora_r": args.lora_r, "lora_alpha": 64, "estimator": "one_step(p_mask_prompt=0.15)",
                   "objective": "clipped token ratio, eps 0.5, beta 0.04 (k3)", "optimizer": "AdamW lr 3e-6"})
     print(json.dumps(record, indent=1))

@@ -9,6 +9,9 @@ per-view token log-probs to the `[N, L]` log-probs the objective uses:
 The plan is drawn once per inner iteration and reused for the old, reference and current log-probs, so their
 ratio compares policies, not masks. Every random draw comes from `row_generator(row_seed, f"mask/{iteration}")`,
 so re-chunking a batch into micro-batches (or spreading it over processes) never changes a row's masks.
+
+`score` asks the model for the completion's logits only (`Policy.logits(keep=slice(P, None))`): the prompt's
+positions never reach the 126k-wide LM head, forward or backward, and no [rows, P + L, V] tensor is written.
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ def score(policy, rollout: Rollout, plan: MaskPlan, rows_per_forward: int | None
     step = rows_per_forward or n * k
     out = []
     for i in range(0, n * k, step):
-        logits = policy.logits(ids[i:i + step], attn[i:i + step])[:, p:]
+        logits = policy.logits(ids[i:i + step], attn[i:i + step], keep=slice(p, None))
         if plan.temperature != 1.0:
             logits = logits / plan.temperature
         out.append(token_logp(logits, targets[i:i + step]))

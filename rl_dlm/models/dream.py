@@ -25,6 +25,9 @@ Deliberate deviations from the official code
     - No sliding window, mrope or rope_scaling (the released checkpoints use none; a non-null setting raises).
     - Passing labels does nothing (the official shifted causal-LM loss is meaningless for a dLLM).
 
+Speed: as LLaDA's (rl_dlm/models/llada.py): `logits_to_keep` also trims the last layer to the kept queries,
+and outside autograd RoPE and RMSNorm take fewer elementwise passes with bit-identical results.
+
 Run the tests: `.venv/bin/python -m pytest tests/models/test_dream.py -q`
 """
 from __future__ import annotations
@@ -39,7 +42,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from rl_dlm.models.llada import apply_rope, rope_cos_sin
+from rl_dlm.models.llada import apply_rope, kept_positions, query_rope, rope_cos_sin, scale_into_dtype
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
 
@@ -111,8 +114,7 @@ class DreamRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weight * scale_into_dtype(x, h, torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
 class DreamAttention(nn.Module):
@@ -125,13 +127,16 @@ class DreamAttention(nn.Module):
         self.v_proj = nn.Linear(d, config.num_key_value_heads * hd, bias=True)
         self.o_proj = nn.Linear(config.num_attention_heads * hd, d, bias=False)
 
-    def forward(self, h: torch.Tensor, rope, attn_mask=None, kv_cache=None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, rope, attn_mask=None, kv_cache=None, keep: slice | None = None) -> torch.Tensor:
+        """h [B, L, d] → [B, L, d], or [B, |keep|, d] for the query positions `keep` (all positions give K/V)."""
         cfg = self.config
         B, L, _ = h.shape
-        q = self.q_proj(h).view(B, L, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
+        hq = h if keep is None else h[:, keep]
+        Lq = hq.shape[1]
+        q = self.q_proj(hq).view(B, Lq, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
-        q = apply_rope(q, *rope, full_precision=False)  # official: cos/sin in the activation dtype
+        q = apply_rope(q, *query_rope(rope, keep), full_precision=False)  # official: cos/sin in the activation dtype
         k = apply_rope(k, *rope, full_precision=False)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
@@ -141,7 +146,7 @@ class DreamAttention(nn.Module):
         att = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=False,
             dropout_p=cfg.attention_dropout if self.training else 0.0, scale=1.0 / math.sqrt(cfg.head_dim))
-        return self.o_proj(att.transpose(1, 2).reshape(B, L, -1))
+        return self.o_proj(att.transpose(1, 2).reshape(B, Lq, -1))
 
 
 class DreamMLP(nn.Module):
@@ -163,8 +168,10 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         self.input_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope=None, attn_mask=None, kv_cache=None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache)
+    def forward(self, x: torch.Tensor, rope=None, attn_mask=None, kv_cache=None, keep: slice | None = None):
+        """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d]."""
+        att = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
+        x = (x if keep is None else x[:, keep]) + att
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -217,6 +224,7 @@ class DreamModel(DreamPreTrainedModel):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     supports_block_cache = True
+    supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)
@@ -256,15 +264,18 @@ class DreamModel(DreamPreTrainedModel):
         rope = rope_cos_sin(position_ids.to(x.device), self.config.head_dim, self.config.rope_theta)
         attn_mask = key_mask_4d(attention_mask, B, x.device)
         hidden_states = []
-        for layer in base.layers:
+        keep = kept_positions(logits_to_keep)
+        last_keep = None if output_hidden_states else keep  # the last layer runs only the kept queries
+        for i, layer in enumerate(base.layers):
             if output_hidden_states:
                 hidden_states.append(x)
-            x = layer(x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache)
+            x = layer(x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache,
+                      keep=last_keep if i == len(base.layers) - 1 else None)
         x = base.norm(x)
         if output_hidden_states:
             hidden_states.append(x)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else x[:, logits_to_keep]
+        if keep is not None and last_keep is None:
+            x = x[:, keep]
         logits = self.lm_head(x)
         hidden_states = tuple(hidden_states) if output_hidden_states else None
         if not return_dict:

@@ -65,10 +65,11 @@ def canvas_positions(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def block_logits(policy, x: Tensor, key_mask: Tensor, positions: Tensor, cache: BlockKVCache, lo: int, hi: int,
-                 end: int, refresh: bool) -> Tensor:
+def block_logits(policy, x: Tensor, key_mask: Tensor | None, positions: Tensor, cache: BlockKVCache, lo: int,
+                 hi: int, end: int, refresh: bool) -> Tensor:
     """Aligned logits [N, hi - lo, V] of canvas positions [lo, hi) (position i scores token i).
 
+    key_mask: [N, T] key-padding mask, or None when no row is padded (positions still come from `positions`).
     refresh: one full forward of x [N, T] that refills the cache. Otherwise only the window [lo - shift, end)
     is forwarded against the cache (end = T: prefix cache; end = hi: dual cache)."""
     shift = 1 if policy.family.shift_logits else 0

@@ -15,11 +15,19 @@ there is never a second copy of the model.
 
     policy = load_policy("checkpoints/tiny-llada", lora=LoraSettings(r=16))
     logits = policy.logits(input_ids, attention_mask)        # [n, T, V], aligned
+    block = policy.logits(input_ids, attention_mask, keep=slice(lo, hi))   # [n, hi - lo, V], the same values
+
+Samplers and the scorer ask only for the positions they read (`keep`): at a 126k vocabulary the LM head over the
+whole canvas is ~7 % of a forward's FLOPs and its [n, T, V] output the largest tensor of a rollout step. Under
+bf16 autocast without grad and dropout (rollouts, old / reference log-probs), `Policy.logits` also skips peft's
+cast of each adapted layer's input to the fp32 adapter dtype, which autocast undoes at once
+(`lora_input_casts_skipped_if_redundant`).
 """
 from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,20 +69,38 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: slice | None = None) -> Tensor:
         """[n, T] → [n, T, V], position i scoring token i. Left padding is hidden from attention and the
-        position ids are aligned so a padded row computes what it would alone."""
+        position ids are aligned so a padded row computes what it would alone.
+
+        keep: a slice of positions (`slice(lo, hi)`, `slice(p, None)`) → only their logits, [n, |keep|, V]. The
+        native models project only those positions through the LM head (a shifted family one more, the one
+        before `lo`); any other model computes all logits and slices them. Same values as `logits(...)[:, keep]`."""
         kwargs = {}
         if attention_mask is not None and not bool(attention_mask.all()):
             kwargs["attention_mask"] = attention_mask.long()
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        raw = self.model(input_ids=input_ids, **kwargs).logits
-        if not self.family.shift_logits:
+        total = input_ids.shape[1]
+        start, stop, stride = (keep or slice(None)).indices(total)
+        if stride != 1 or stop <= start:
+            raise ValueError(f"keep must be a non-empty slice of consecutive positions of {total}, got {keep}")
+        shift = 1 if self.family.shift_logits else 0
+        lo = max(start - shift, 0)  # first raw position needed: a shifted family scores token i at i - 1
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        with lora_input_casts_skipped_if_redundant(self.model, input_ids.device.type):
+            if (lo, stop) == (0, total):
+                raw = self.model(input_ids=input_ids, **kwargs).logits
+            elif getattr(base, "supports_logits_slice", False):
+                raw = self.model(input_ids=input_ids, logits_to_keep=slice(lo, stop), **kwargs).logits
+            else:
+                raw = self.model(input_ids=input_ids, **kwargs).logits[:, lo:stop]
+        if not shift:
             return raw
-        logits = torch.cat([raw[:, :1], raw[:, :-1]], 1)
+        off = start - lo  # 1, or 0 when keep starts at position 0 (whose own logit stands in for its left one)
+        logits = raw[:, :-1] if off else torch.cat([raw[:, :1], raw[:, :-1]], 1)
         if "position_ids" in kwargs:  # a left-padded row's first token has no left neighbour: its own logit
-            first = (kwargs["position_ids"] == 0)[..., None]
-            logits = torch.where(first, raw, logits)
+            first = (kwargs["position_ids"][:, start:stop] == 0)[..., None]
+            logits = torch.where(first, raw[:, off:], logits)
         return logits
 
     merge_lora_for_inference = False  # see `inference()`; the trainers set it from their config
@@ -257,3 +283,44 @@ def _probe_ids(tokenizer) -> Tensor:
     except Exception:  # no chat template: plain text still probes the alignment
         text = "What is 12 plus 30? The answer is 42. And 5 times 6? The answer is 30."
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+_LORA_LAYERS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+def _lora_layers(model: nn.Module) -> list:
+    """peft's adapted layers of `model` (found once per model)."""
+    if model not in _LORA_LAYERS:
+        try:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+        except ImportError:
+            BaseTunerLayer = ()  # noqa: N806  (no peft: no adapted layers)
+        _LORA_LAYERS[model] = [m for m in model.modules() if BaseTunerLayer and isinstance(m, BaseTunerLayer)]
+    return _LORA_LAYERS[model]
+
+
+@contextlib.contextmanager
+def lora_input_casts_skipped_if_redundant(model: nn.Module, device_type: str):
+    """peft casts each adapted layer's input to the adapter weights' dtype (fp32) before `lora_A`. Under autocast
+    `lora_A` casts it straight back to the autocast dtype, so x → fp32 → bf16 gives x itself (a bf16 or fp32
+    input survives the round trip exactly): the cast only costs two passes over every adapted layer's input
+    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout). It is skipped — bit-identical — when
+    autocast is on, nothing is recorded for backward (rollouts, old / reference log-probs; a graph without the
+    cast nodes could sum input gradients in another order), the model is in eval mode (LoRA dropout is the
+    identity; dropout on the fp32 copy would round differently) and every adapter is plain LoRA (no DoRA-style
+    variant that reads the cast input)."""
+    layers = _lora_layers(model)
+    redundant = (layers and not model.training and not torch.is_grad_enabled()
+                 and torch.is_autocast_enabled(device_type)
+                 and not any(getattr(m, "lora_variant", None) for m in layers))
+    if not redundant:
+        yield
+        return
+    saved = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
+    for m in layers:
+        m.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, saved):
+            m.cast_input_dtype_enabled = value

@@ -18,6 +18,9 @@ Deviations from Fast-dLLM, on purpose:
   block never takes more than `steps / num_blocks` steps (Fast-dLLM commits at least one, which on an
   unconfident model takes `block_length` steps per block, slower than the schedule it replaces).
 - The cache is batch- and left-padding-safe and Dream-aware (see rl_dlm/models/kv_cache.py).
+- `cache="none"` asks for the block's logits only (`Policy.logits(keep=...)`), an all-ones key mask is dropped
+  once per rollout and commit steps are written without boolean indexing: no host synchronisation per step
+  beyond the early-stop check (same draws as before; tests/test_exact_speedups.py).
 - `unmask_step` counts scheduled steps (block b, step s → b·steps_per_block + s), as the exact sampler does, even
   when threshold decoding or early stop skips steps; `extras["forwards"]` counts the model calls made.
 
@@ -105,6 +108,7 @@ class CachedSemiARSampler:
         x, key_mask, hint_mask = canvas.x, canvas.key_mask, canvas.hint_mask
         unmask_step, gens = canvas.unmask_step, canvas.gens
         positions = canvas_positions(key_mask)
+        model_mask = None if bool(key_mask.all()) else key_mask  # checked once, not at every forward
         cache = BlockKVCache() if self.cache != "none" else None
         num_blocks = self.gen_length // self.block_length
         steps_per_block = self.steps // num_blocks
@@ -119,11 +123,11 @@ class CachedSemiARSampler:
                 if self.threshold is not None and not bool(still_masked.any()):
                     break
                 if cache is None:
-                    logits = policy.logits(x, key_mask)[:, lo:hi]
+                    logits = policy.logits(x, model_mask, keep=slice(lo, hi))
                 else:
                     end = total if self.cache == "prefix" else hi
                     refresh = s % (self.refresh_every or steps_per_block) == 0
-                    logits = block_logits(policy, x, key_mask, positions, cache, lo, hi, end, refresh=refresh)
+                    logits = block_logits(policy, x, model_mask, positions, cache, lo, hi, end, refresh=refresh)
                 forwards += 1
                 x0, conf = self._choose(logits, gens)
                 conf = torch.where(still_masked, conf, torch.full_like(conf, -torch.inf))
@@ -131,7 +135,7 @@ class CachedSemiARSampler:
                 if self.threshold is not None:
                     commit |= still_masked & (conf >= self.threshold)
                 x[:, lo:hi] = torch.where(commit, x0, x[:, lo:hi])
-                unmask_step[:, lo - p:hi - p][commit] = b * steps_per_block + s
+                unmask_step[:, lo - p:hi - p].masked_fill_(commit, b * steps_per_block + s)
                 if self.early_stop and bool(finished_rows(x[:, p:], mask_id, policy.stop_id).all()):
                     stopped_at = b * steps_per_block + s
                     break

@@ -90,8 +90,9 @@ class ToyModel:
         with np.errstate(divide="ignore"):  # visible positions: their other tokens have probability 0
             return np.log(marg / marg.sum(1, keepdims=True))
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """[R, P + L] → [R, P + L, V + 1] fp32 log-probs (the mask token gets −1e4; prompt slots are unused)."""
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: slice | None = None) -> Tensor:
+        """[R, P + L] → [R, P + L, V + 1] fp32 log-probs (the mask token gets −1e4; prompt slots are unused);
+        `keep` selects positions, as `Policy.logits` does."""
         r, total = input_ids.shape
         p = total - self.length
         out = torch.full((r, total, self.vocab + 1), -1e4)
@@ -99,7 +100,7 @@ class ToyModel:
         states, inverse = torch.unique(input_ids[:, p:].cpu(), dim=0, return_inverse=True)
         table = torch.stack([torch.from_numpy(self.cond_logp(tuple(row))) for row in states.tolist()]).float()
         out[:, p:, : self.vocab] = table[inverse]
-        return out
+        return out if keep is None else out[:, keep]
 
     # -- exact quantities ------------------------------------------------------------------------------------
     def masked_logp(self, o: tuple[int, ...]) -> np.ndarray:

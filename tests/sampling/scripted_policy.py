@@ -16,11 +16,11 @@ class ScriptedPolicy:
     def __init__(self, probs, vocab: int = 16):
         self.probs, self.vocab, self.calls, self.inputs = probs, vocab, 0, []
 
-    def logits(self, x, attention_mask=None):
+    def logits(self, x, attention_mask=None, keep=None):
         self.inputs.append(x.clone())
         out = torch.as_tensor(self.probs(self.calls, x), dtype=torch.float32).clamp_min(1e-30).log()
         self.calls += 1
-        return out
+        return out if keep is None else out[:, keep]
 
 
 def peaked(n: int, total: int, vocab: int, top: dict[int, tuple[int, float]], default=(10, 0.3)):
@@ -46,6 +46,6 @@ class RecordingPolicy:
     def __getattr__(self, name):
         return getattr(self._policy, name)
 
-    def logits(self, x, attention_mask=None):
+    def logits(self, x, attention_mask=None, keep=None):
         self.inputs.append(x.clone())
-        return self._policy.logits(x, attention_mask)
+        return self._policy.logits(x, attention_mask, keep=keep)

@@ -1,0 +1,141 @@
+"""The implementations that the exact speed-ups replaced, so one run can time and compare new against old.
+
+`bench/rollout.py --compare-old` and `bench/train_step.py --compare-old` time both; tests/test_exact_speedups.py
+checks that both give the same tokens and log-probs. Each replaced piece, as it was:
+
+- full-canvas logits, sliced afterwards (`FullLogitsPolicy`): now `Policy.logits(keep=...)` projects only the
+  positions a sampler or the scorer reads;
+- RoPE through `rotate_half` with an fp32 copy of q and k (`textbook_apply_rope`): now written half by half
+  into the output;
+- RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`): now rounded as it is stored;
+- the semi-AR step loop with a key-mask check per forward, boolean-index writes of the commit step and four
+  float64 noise buffers per row (`previous_semi_ar_sample`);
+- peft's cast of every adapted layer's input to fp32 under bf16 autocast in eval mode (`previous_paths` keeps
+  it): now skipped where autocast undoes it.
+
+    with previous_paths():
+        rollout = previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), prompt_ids, prompt_mask, seeds)
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+import rl_dlm.models.dream as dream_module
+import rl_dlm.models.llada as llada_module
+import rl_dlm.models.policy as policy_module
+from rl_dlm.sampling.rollout import Rollout, start_canvas
+from rl_dlm.sampling.semi_ar import commit_top_k, transfer_counts
+
+
+class FullLogitsPolicy:
+    """A policy whose `logits(..., keep=...)` computes the whole canvas's logits and slices them."""
+
+    def __init__(self, policy):
+        self._policy = policy
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: slice | None = None) -> Tensor:
+        out = self._policy.logits(input_ids, attention_mask)
+        return out if keep is None else out[:, keep]
+
+
+def textbook_apply_rope(t: Tensor, cos: Tensor, sin: Tensor, full_precision: bool = True) -> Tensor:
+    t_ = t.float() if full_precision else t
+    cos, sin = cos.to(t_.dtype), sin.to(t_.dtype)
+    x1, x2 = t_.chunk(2, dim=-1)
+    return (t_ * cos + torch.cat((-x2, x1), dim=-1) * sin).to(t.dtype)
+
+
+def textbook_llada_norm_forward(self, x: Tensor) -> Tensor:
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        h = x.float()
+        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+    h = self.weight * h
+    return h + self.bias if self.bias is not None else h
+
+
+def textbook_dream_norm_forward(self, x: Tensor) -> Tensor:
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+    return self.weight * h.to(x.dtype)
+
+
+@contextlib.contextmanager
+def lora_input_casts_kept(model, device_type: str):
+    yield
+
+
+@contextlib.contextmanager
+def previous_paths():
+    """Run the native models with the textbook RoPE and RMSNorm, and peft's input casts always on (restored on
+    exit)."""
+    saved = (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
+             dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant)
+    llada_module.apply_rope = dream_module.apply_rope = textbook_apply_rope
+    llada_module.LLaDARMSNorm.forward = textbook_llada_norm_forward
+    dream_module.DreamRMSNorm.forward = textbook_dream_norm_forward
+    policy_module.lora_input_casts_skipped_if_redundant = lora_input_casts_kept
+    try:
+        yield
+    finally:
+        (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
+         dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant) = saved
+
+
+def previous_gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator]) -> Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    scores = logits.double() / temperature
+    for n, gen in enumerate(generators):
+        u = torch.rand(scores.shape[1:], generator=gen, device=scores.device, dtype=torch.float64)
+        scores[n] -= torch.log(-torch.log(u.clamp_min(1e-300)))
+    return scores.argmax(-1)
+
+
+def _previous_logits(sampler, policy, x: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
+    if sampler.cfg_scale <= 0:
+        return policy.logits(x, attention_mask)
+    uncond = x.clone()
+    uncond[:, :prompt_len] = policy.mask_id
+    both = policy.logits(torch.cat([x, uncond]), torch.cat([attention_mask, attention_mask]))
+    cond, unc = both.chunk(2)
+    return unc + (sampler.cfg_scale + 1) * (cond - unc)
+
+
+@torch.no_grad()
+def previous_semi_ar_sample(sampler, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor,
+                            hint_ids: Tensor | None = None) -> Rollout:
+    """`SemiARSampler.sample` as it was: full-canvas logits sliced to the block, per-step mask checks."""
+    n, p = prompt_ids.shape
+    device = prompt_ids.device
+    canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, sampler.gen_length, policy.mask_id, hint_ids)
+    x, attention_mask, hint_mask = canvas.x, canvas.key_mask, canvas.hint_mask
+    unmask_step, gens = canvas.unmask_step, canvas.gens
+    num_blocks = sampler.gen_length // sampler.block_length
+    steps_per_block = sampler.steps // num_blocks
+    step = 0
+    for b in range(num_blocks):
+        lo, hi = p + b * sampler.block_length, p + (b + 1) * sampler.block_length
+        counts = transfer_counts((x[:, lo:hi] == policy.mask_id).sum(1), steps_per_block)
+        for s in range(steps_per_block):
+            block_logits = _previous_logits(sampler, policy, x, attention_mask, p)[:, lo:hi]
+            x0 = previous_gumbel_argmax(block_logits, sampler.temperature, gens)
+            if sampler.remasking == "low_confidence":
+                probs = torch.softmax(block_logits.float(), -1)
+                conf = torch.gather(probs, -1, x0[..., None]).squeeze(-1).double()
+            else:
+                conf = torch.stack([torch.rand(hi - lo, generator=g, device=device, dtype=torch.float64)
+                                    for g in gens])
+            still_masked = x[:, lo:hi] == policy.mask_id
+            conf = torch.where(still_masked, conf, torch.full_like(conf, -torch.inf))
+            commit = commit_top_k(conf, counts[:, s])
+            x[:, lo:hi] = torch.where(commit, x0, x[:, lo:hi])
+            unmask_step[:, lo - p:hi - p][commit] = step
+            step += 1
+    return Rollout.from_canvas(prompt_ids, prompt_mask, x[:, p:], row_seeds, policy.stop_id,
+                               unmask_step=unmask_step, hint_mask=hint_mask)

@@ -1,0 +1,280 @@
+"""The exact speed-ups give what the implementations they replaced gave (bench/previous_paths.py keeps those).
+
+- RoPE written half by half and RMSNorm rounded as it is stored: bit-identical (torch.equal), fp32 and bf16.
+- In-place float64 Gumbel noise: bit-identical draws, and the caller's logits are left untouched.
+- `Policy.logits(keep=...)` (the LM head on the kept positions only): equal to slicing the full logits, up to
+  the matrix product's rounding on a different number of rows (atol 1e-5 on fp32 logits of unit scale; on
+  these tiny models it is exact).
+- The samplers (semi-AR, cached, Dream) on a tiny LLaDA and a tiny Dream, left padding included: the same
+  tokens and commit steps as the previous loop on full-canvas logits with the textbook kernels.
+- peft's fp32 cast of each adapted layer's input, skipped under bf16 autocast in eval mode: bit-identical
+  logits, and the cast stays where it matters (no autocast, or dropout in train mode).
+- `score` (the completion's logits only): the same log-probs (atol 1e-5) and LoRA gradients (atol 1e-6).
+
+Run: .venv/bin/python -m pytest tests/test_exact_speedups.py -q
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from bench.previous_paths import (FullLogitsPolicy, previous_gumbel_argmax, previous_paths, previous_semi_ar_sample,
+                                  textbook_apply_rope, textbook_dream_norm_forward, textbook_llada_norm_forward)
+from rl_dlm.data.prompts import encode_prompts
+from rl_dlm.likelihood.base import score
+from rl_dlm.likelihood.one_step import OneStepEstimator
+from rl_dlm.models.dream import DreamRMSNorm
+from rl_dlm.models.families import Family
+from rl_dlm.models.llada import LLaDARMSNorm, apply_rope, rope_cos_sin, tiny_llada_config
+from rl_dlm.models.policy import LoraSettings, Policy, add_lora
+from rl_dlm.sampling.cached import CachedSemiARSampler
+from rl_dlm.sampling.dream import DreamSampler
+from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.sampling.semi_ar import SemiARSampler, gumbel_argmax
+from tests.conftest import make_tiny_policy
+from tests.models.golden import tiny_dream
+
+PROMPTS = [[{"role": "user", "content": "Compute 3+4*2."}],
+           [{"role": "user", "content": "Using the numbers [3, 5, 7], create an equation that equals 22."}]]
+DREAM_MASK, DREAM_STOP, DREAM_PAD = 260, 258, 256
+
+
+def dream_policy(dtype=torch.float32) -> Policy:
+    return Policy(tiny_dream().to(dtype), None, Family("dream", DREAM_MASK, DREAM_STOP, DREAM_PAD,
+                                                       shift_logits=True))
+
+
+def llada_policy(tokenizer, dtype=torch.float32) -> Policy:
+    policy = make_tiny_policy(tokenizer)
+    policy.model.to(dtype)
+    return policy
+
+
+def dream_prompts():
+    ids = torch.full((2, 8), DREAM_PAD)
+    ids[0] = torch.arange(60, 68)
+    ids[1, 3:] = torch.arange(70, 75)  # left padded
+    return ids, ids != DREAM_PAD
+
+
+def prompts_for(policy):
+    """Two prompts, one of them left padded."""
+    if policy.family.shift_logits:
+        return dream_prompts()
+    return encode_prompts(policy.tokenizer, PROMPTS, None)
+
+
+def unpadded(mask) -> slice:
+    """The rows [i, i + 1) of the one unpadded prompt."""
+    i = int(mask.all(1).nonzero()[0])
+    return slice(i, i + 1)
+
+
+@pytest.fixture(params=["llada", "dream"])
+def family(request):
+    return request.param
+
+
+def make_policy(name, tokenizer, dtype=torch.float32):
+    return llada_policy(tokenizer, dtype) if name == "llada" else dream_policy(dtype)
+
+
+# 1. kernels: bit-identical ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("full_precision", [True, False])
+@pytest.mark.parametrize("per_row_positions", [False, True])
+def test_rope_fast_path_is_bit_identical(dtype, full_precision, per_row_positions):
+    g = torch.Generator().manual_seed(0)
+    B, L, H, hd = 3, 7, 4, 16
+    # q as the attention builds it: a [B, H, L, hd] transposed view of the projection's [B, L, H, hd]
+    t = (torch.randn(B, L, H, hd, generator=g) * 3).to(dtype).transpose(1, 2)
+    positions = torch.randint(0, 50, (B, L), generator=g) if per_row_positions else torch.arange(L)
+    cos, sin = rope_cos_sin(positions, hd, 10000.0)
+    fast = apply_rope(t, cos, sin, full_precision)
+    old = textbook_apply_rope(t, cos, sin, full_precision)
+    assert fast.dtype == old.dtype == dtype and fast.stride() == old.stride()
+    assert torch.equal(fast, old)
+    leaf = t.detach().clone().requires_grad_()  # autograd keeps the textbook path: same values, and a gradient
+    with_grad = apply_rope(leaf, cos, sin, full_precision)
+    assert torch.equal(with_grad, old) and with_grad.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("which", ["llada", "llada_bias", "dream"])
+def test_rmsnorm_fast_path_is_bit_identical(dtype, which):
+    g = torch.Generator().manual_seed(1)
+    if which == "dream":
+        norm, old_forward = DreamRMSNorm(64, 1e-6), textbook_dream_norm_forward
+    else:
+        norm = LLaDARMSNorm(tiny_llada_config(d_model=64, include_bias=which == "llada_bias"))
+        old_forward = textbook_llada_norm_forward
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    norm.to(dtype)
+    x = (torch.randn(5, 9, 64, generator=g) * 4).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(norm(x), old_forward(norm, x))
+    assert torch.equal(norm(x), old_forward(norm, x))  # grad mode (weights require grad, x does not)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_in_place_gumbel_noise_draws_the_same_tokens(dtype):
+    logits = torch.randn(3, 5, 97, generator=torch.Generator().manual_seed(2)).to(dtype)
+    before = logits.clone()
+    gens = lambda: [row_generator(s, "rollout") for s in range(3)]  # noqa: E731
+    assert torch.equal(gumbel_argmax(logits, 0.9, gens()), previous_gumbel_argmax(logits, 0.9, gens()))
+    assert torch.equal(logits, before), "the caller's logits were modified in place"
+
+
+# 2. logits of the kept positions only ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("native", [True, False])
+def test_policy_logits_keep_equals_the_sliced_full_logits(tokenizer, family, padded, native):
+    policy = make_policy(family, tokenizer)
+    if not native:  # a model without the sliced LM head: Policy.logits slices its full output
+        policy.model.supports_logits_slice = False
+    ids, mask = prompts_for(policy)
+    ids = torch.cat([ids, torch.full((2, 6), policy.mask_id)], 1)
+    mask = torch.cat([mask, torch.ones(2, 6, dtype=torch.bool)], 1)
+    if not padded:
+        ids, mask = ids[unpadded(mask)], mask[unpadded(mask)]
+    assert bool(mask.all()) != padded
+    total = ids.shape[1]
+    with torch.no_grad():
+        full = policy.logits(ids, mask)
+        for keep in [slice(0, 4), slice(1, 5), slice(3, 4), slice(total - 6, None), slice(2, total)]:
+            torch.testing.assert_close(policy.logits(ids, mask, keep=keep), full[:, keep], atol=1e-5, rtol=0)
+
+
+# 3. samplers: the same tokens as before -----------------------------------------------------------------------
+
+SAMPLER_SETTINGS = [dict(temperature=0.9), dict(temperature=0.0), dict(temperature=0.9, remasking="random"),
+                    dict(temperature=0.9, cfg_scale=1.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("settings", SAMPLER_SETTINGS, ids=["gumbel", "greedy", "random", "cfg"])
+def test_semi_ar_sampler_draws_the_same_tokens_as_before(tokenizer, family, dtype, settings):
+    policy = make_policy(family, tokenizer, dtype)
+    ids, mask = prompts_for(policy)
+    seeds = torch.tensor([3, 4])
+    sampler = SemiARSampler(gen_length=16, block_length=8, steps=8, **settings)
+    new = sampler.sample(policy, ids, mask, seeds)
+    with previous_paths():
+        old = previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), ids, mask, seeds)
+    assert torch.equal(new.completion_ids, old.completion_ids)
+    assert torch.equal(new.unmask_step, old.unmask_step)
+    row = unpadded(mask)  # alone, the key mask is all ones and dropped: the same row
+    alone = sampler.sample(policy, ids[row], mask[row], seeds[row])
+    assert torch.equal(alone.completion_ids, new.completion_ids[row])
+
+
+@pytest.mark.parametrize("cache", ["none", "dual", "prefix"])
+def test_cached_sampler_draws_the_same_tokens_as_before(tokenizer, family, cache):
+    policy = make_policy(family, tokenizer)
+    ids, mask = prompts_for(policy)
+    seeds = torch.tensor([5, 6])
+    sampler = CachedSemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9, cache=cache,
+                                  early_stop=False)
+    new = sampler.sample(policy, ids, mask, seeds)
+    with previous_paths():
+        old = sampler.sample(FullLogitsPolicy(policy), ids, mask, seeds)
+        if cache == "none":  # the exact cached mode is the previous semi-AR loop
+            exact = previous_semi_ar_sample(SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9),
+                                            FullLogitsPolicy(policy), ids, mask, seeds)
+            assert torch.equal(new.completion_ids, exact.completion_ids)
+    assert torch.equal(new.completion_ids, old.completion_ids)
+    assert torch.equal(new.unmask_step, old.unmask_step)
+
+
+@pytest.mark.parametrize("alg", ["entropy", "maskgit_plus", "origin"])
+def test_dream_sampler_draws_the_same_tokens_as_before(alg):
+    policy = dream_policy()
+    ids, mask = dream_prompts()
+    seeds = torch.tensor([7, 8])
+    sampler = DreamSampler(gen_length=12, steps=6, temperature=0.8, top_p=0.95, alg=alg)
+    new = sampler.sample(policy, ids, mask, seeds)
+    with previous_paths():
+        old = sampler.sample(FullLogitsPolicy(policy), ids, mask, seeds)
+    assert torch.equal(new.completion_ids, old.completion_ids)
+    assert torch.equal(new.unmask_step, old.unmask_step)
+
+
+# 4. peft's input casts: skipped only where autocast undoes them ------------------------------------------------
+
+def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer):
+    policy = make_tiny_policy(tokenizer)
+    policy.model.to(torch.bfloat16)
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.05))  # fp32 adapter weights
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+    seen = []
+    for n, m in policy.model.named_modules():
+        if n.endswith("lora_A.default"):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    ids, mask = prompts_for(policy)
+
+    def run(mode: str, autocast: bool, previous: bool = False, grad: bool = False):
+        seen.clear()
+        policy.model.train(mode == "train")
+        torch.manual_seed(0)  # the same dropout masks in train mode
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.set_grad_enabled(grad):
+            with previous_paths() if previous else contextlib.nullcontext():
+                out = policy.logits(ids, mask, keep=slice(4, None))
+        return out, set(seen)
+
+    new, dtypes = run("eval", autocast=True)
+    old, old_dtypes = run("eval", autocast=True, previous=True)
+    assert dtypes == {torch.bfloat16} and old_dtypes == {torch.float32}  # the cast was skipped, and only here
+    assert torch.equal(new, old)
+    assert run("eval", autocast=False)[1] == {torch.float32}  # fp32 adapter matmuls need the cast
+    assert run("train", autocast=True)[1] == {torch.float32}  # dropout on the fp32 copy rounds differently
+    assert run("eval", autocast=True, grad=True)[1] == {torch.float32}  # backward keeps the recorded graph
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in policy.model.modules())  # restored
+
+
+# 5. the scorer: the same log-probs and gradients ----------------------------------------------------------------
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_score_gives_the_same_logp_and_lora_gradients_as_before(tokenizer, family, checkpointing):
+    policy = make_policy(family, tokenizer)
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    if checkpointing:  # as the trainers enable it; it runs in train mode (every dropout of these models is 0)
+        with pytest.warns(FutureWarning):
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.model.train()
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters matter
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    ids, mask = prompts_for(policy)
+    completion = torch.randint(10, 100, (2, 10), generator=torch.Generator().manual_seed(4))
+    rollout = Rollout.from_canvas(ids, mask, completion, torch.tensor([1, 2]), policy.stop_id)
+    estimator = OneStepEstimator(p_mask_prompt=0.15, mask_id=policy.mask_id)
+    plan = estimator.plan(rollout, 0)
+
+    def logp_and_grads(pol):
+        policy.model.zero_grad(set_to_none=True)
+        logp = estimator.reduce(score(pol, rollout, plan), plan)
+        (logp * rollout.completion_mask).sum().backward()
+        return logp.detach(), {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+
+    new_logp, new_grads = logp_and_grads(policy)
+    with previous_paths():
+        old_logp, old_grads = logp_and_grads(FullLogitsPolicy(policy))
+    torch.testing.assert_close(new_logp, old_logp, atol=1e-5, rtol=0)
+    assert new_grads.keys() == old_grads.keys() and new_grads
+    for n in new_grads:
+        torch.testing.assert_close(new_grads[n], old_grads[n], atol=1e-6, rtol=1e-5, msg=n)
+    with torch.no_grad():  # and without grad, where the fast RoPE / RMSNorm run
+        new_ng = score(policy, rollout, plan)
+        with previous_paths():
+            old_ng = score(FullLogitsPolicy(policy), rollout, plan)
+    torch.testing.assert_close(new_ng, old_ng, atol=1e-5, rtol=0)
