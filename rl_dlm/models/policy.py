@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,42 +284,23 @@ def _probe_ids(tokenizer) -> Tensor:
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
-_LORA_LAYERS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
-
-
-def _lora_layers(model: nn.Module) -> list:
-    """peft's adapted layers of `model` (found once per model)."""
-    if model not in _LORA_LAYERS:
-        try:
-            from peft.tuners.tuners_utils import BaseTunerLayer
-        except ImportError:
-            BaseTunerLayer = ()  # noqa: N806  (no peft: no adapted layers)
-        _LORA_LAYERS[model] = [m for m in model.modules() if BaseTunerLayer and isinstance(m, BaseTunerLayer)]
-    return _LORA_LAYERS[model]
-
-
 @contextlib.contextmanager
 def lora_input_casts_skipped_if_redundant(model: nn.Module, device_type: str):
     """peft casts each adapted layer's input to the adapter weights' dtype (fp32) before `lora_A`. Under autocast
     `lora_A` casts it straight back to the autocast dtype, so x → fp32 → bf16 gives x itself (a bf16 or fp32
     input survives the round trip exactly): the cast only costs two passes over every adapted layer's input
-    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout). It is skipped — bit-identical — when
-    autocast is on, nothing is recorded for backward (rollouts, old / reference log-probs; a graph without the
-    cast nodes could sum input gradients in another order), the model is in eval mode (LoRA dropout is the
-    identity; dropout on the fp32 copy would round differently) and every adapter is plain LoRA (no DoRA-style
-    variant that reads the cast input)."""
-    layers = _lora_layers(model)
-    redundant = (layers and not model.training and not torch.is_grad_enabled()
+    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout). It is skipped, through peft's own
+    `disable_input_dtype_casting`, bit-identically, when autocast is on, nothing is recorded for backward
+    (rollouts, old / reference log-probs; a graph without the cast nodes could sum input gradients in another
+    order), the model is in eval mode (LoRA dropout is the identity; dropout on the fp32 copy would round
+    differently) and every adapter is plain LoRA (no DoRA-style variant that reads the cast input)."""
+    redundant = (hasattr(model, "peft_config") and not model.training and not torch.is_grad_enabled()
                  and torch.is_autocast_enabled(device_type)
-                 and not any(getattr(m, "lora_variant", None) for m in layers))
+                 and not any(getattr(c, "use_dora", False) for c in model.peft_config.values()))
     if not redundant:
         yield
         return
-    saved = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
-    for m in layers:
-        m.cast_input_dtype_enabled = False
-    try:
+    from peft.helpers import disable_input_dtype_casting
+
+    with disable_input_dtype_casting(model):
         yield
-    finally:
-        for m, value in zip(layers, saved):
-            m.cast_input_dtype_enabled = value
