@@ -4,6 +4,7 @@
     rl-dlm eval  [recipe=...] [key=value ...]                      held-out accuracy of a model
     rl-dlm sft   [--output DIR] [--steps N] [--device cuda] ...    masked-diffusion SFT of the embedded model
     rl-dlm export CHECKPOINT OUT_DIR [--base PATH] [--dtype bfloat16]   merge a LoRA adapter for serving
+    rl-dlm plot  RUN_DIR                                           reward and accuracy against step (metrics.png)
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def sft_main(argv: list[str]) -> None:
 
     defaults = SFTSettings()
     parser = argparse.ArgumentParser(prog="rl-dlm sft", description="Masked-diffusion SFT of the embedded model")
-    parser.add_argument("--output", default=defaults.output)
+    parser.add_argument("--output", default=defaults.output,
+                        help="model directory (default: a new outputs/sft-<time>; the shipped "
+                             "checkpoints/tiny-llada is written only when named here)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -35,8 +38,9 @@ def sft_main(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from rl_dlm.export import export_main
+    from rl_dlm.plot import plot_main
 
-    commands = {"sft": sft_main, "export": export_main}
+    commands = {"sft": sft_main, "export": export_main, "plot": plot_main}
     try:
         from rl_dlm.hydra_app import eval_main, train_main
 
