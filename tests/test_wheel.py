@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -81,4 +82,6 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_outside_the_repo(tmp_path):
     assert f"model={installed}" in done.stdout, done.stdout[-2000:]
     (run_dir,) = (work / "outputs").iterdir()
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()
-    assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "metrics.jsonl").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())  # the composed config, as run
+    assert config["output_dir"] == f"outputs/{run_dir.name}" and config["task"]["name"] == "countdown"
