@@ -150,3 +150,17 @@ def test_sft_without_output_never_writes_the_shipped_model(tmp_path, monkeypatch
     monkeypatch.setattr(sft, "build_embedded_model", lambda s: parser_default.append(s.output) or Path("x"))
     sft_main([])
     assert parser_default == [None], "rl-dlm sft's default output is a new directory, not checkpoints/tiny-llada"
+
+
+def test_a_resumed_run_rewrites_metrics_from_the_checkpoint_history(tmp_path):
+    from rl_dlm.tracking import Tracker
+
+    first = Tracker(tmp_path, ["none"])
+    first.history = [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.2}]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n')  # step 3: after the checkpoint
+    resumed = Tracker(tmp_path, ["stdout"])
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.run_id == first.run_id
+    resumed.log(3, {"reward": 0.3})
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
