@@ -107,8 +107,8 @@ class Tracker:
         self.times, self.tokens = defaultdict(float), defaultdict(float)
         if self.reduce is not None:
             metrics = self.reduce(metrics)
+        self._open_run_files()  # before the new entry: opening writes the history so far
         self.history.append({"step": step, **metrics})
-        self._open_run_files()
         if self._metrics is not None:
             self._write_metrics(self.history[-1])
         if "stdout" in self.report_to:
