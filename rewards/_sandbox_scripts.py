@@ -3,50 +3,26 @@
 * ``RUNNER_SRC`` -- the untrusted side: loads the candidate code (as module ``__candidate__``),
   reports the names it defines, then answers ``("call", name, args, kwargs)`` requests on fd 3/4
   with ``("ret", value)`` / ``("exc", type_name, message)``, all ``marshal``-framed (8-byte length).
-  Nothing it says is trusted; it only ever supplies return values.
+  Nothing it says is trusted; it only ever supplies return values. At EOF on fd 3 it ends as a
+  program does (``SystemExit``), so its non-daemon threads and ``atexit`` handlers run out.
 * ``JUDGE_SRC`` -- the trusted side (pid 1 of fresh pid/net/mount namespaces when available): reads
-  its JSON config from stdin, makes itself non-dumpable, makes every mount read-only and mounts
-  private tmpfs on /tmp, /var/tmp, /dev/shm, spawns the runner (fork + rlimits + dropped
-  capabilities + the ``SECCOMP_SRC`` no-fork filter + exec), runs the tests itself against proxies,
-  restarts the runner after a timeout or a death, kills every other process of the namespace, and
-  writes one JSON line with the nonce and per-test results to the saved stdout.
-* ``SECCOMP_SRC`` -- ``install_no_fork_filter()``: a seccomp-BPF program (x86_64, aarch64) that
-  makes process creation fail (threads still work); also run once by ``sandbox.isolation()`` as a probe.
+  its JSON config from stdin, makes itself non-dumpable, makes every mount read-only, mounts empty
+  read-only tmpfs on /var/tmp and /dev/shm and a private /tmp that is read-only but for its tmpfs
+  /tmp/work, spawns the runner (fork + stdout/stderr on a counted pipe + rlimits + dropped
+  capabilities + ``LANDLOCK_SRC`` write confinement + the ``SECCOMP_SRC`` no-fork filter + exec),
+  runs the tests itself against proxies, restarts the runner after a timeout or a death, waits for
+  the last runner (and all it started) to exit on its own, kills every other process of the
+  namespace, and writes one JSON line with the nonce, per-test results and any abuse (output over
+  the cap, something left running) to the saved stdout.
+
+The judge also runs ``SECCOMP_SRC`` and ``LANDLOCK_SRC`` (``rewards._sandbox_confinement``) in the
+runner before its ``exec``.
 
 They are strings (not files executed by path) so that the interpreter never needs to read them
-from a directory the sandboxed uid may not be able to traverse. Both contain ``MARKER``.
+from a directory the sandboxed uid may not be able to traverse. Each contains ``MARKER``.
 """
 
-SECCOMP_SRC = r"""# rl-dlm-sandbox seccomp filter
-import ctypes as _ct, platform as _pf
-
-def install_no_fork_filter():
-    # Seccomp-BPF: process creation (fork, vfork, clone without CLONE_THREAD) fails with EAGAIN,
-    # clone3 with ENOSYS (libc then falls back to clone, so threads still work), and any syscall of
-    # a foreign ABI (i386 / x32 on x86_64) with ENOSYS; everything else is allowed. RLIMIT_NPROC
-    # alone is not enough: the kernel never enforces it for uid 0.
-    arch, forks, clone = {"x86_64": (0xC000003E, (57, 58), 56), "aarch64": (0xC00000B7, (), 220)}[_pf.machine()]
-    allow, eagain, enosys = 0x7FFF0000, 0x00050000 | 11, 0x00050000 | 38
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, enosys),
-            (ld, 0, 0, 0), (jge, 0, 1, 0x40000000), (ret, 0, 0, enosys)]
-    for nr in forks:
-        prog += [(jeq, 0, 1, nr), (ret, 0, 0, eagain)]
-    prog += [(jeq, 0, 1, 435), (ret, 0, 0, enosys), (jeq, 1, 0, clone), (ret, 0, 0, allow),
-             (ld, 0, 0, 16), (jset, 0, 1, 0x10000), (ret, 0, 0, allow), (ret, 0, 0, eagain)]
-
-    class Insn(_ct.Structure):
-        _fields_ = [("code", _ct.c_ushort), ("jt", _ct.c_ubyte), ("jf", _ct.c_ubyte), ("k", _ct.c_uint32)]
-
-    class Prog(_ct.Structure):
-        _fields_ = [("len", _ct.c_ushort), ("filter", _ct.POINTER(Insn))]
-
-    insns = (Insn * len(prog))(*[Insn(*i) for i in prog])
-    libc = _ct.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [_ct.c_int, _ct.c_ulong, _ct.c_void_p, _ct.c_ulong, _ct.c_ulong]
-    if libc.prctl(38, 1, None, 0, 0) != 0 or libc.prctl(22, 2, _ct.cast(_ct.pointer(Prog(len(prog), insns)), _ct.c_void_p), 0, 0) != 0:
-        raise OSError(_ct.get_errno(), "cannot install the seccomp filter")
-"""
+from rewards._sandbox_confinement import LANDLOCK_SRC, SECCOMP_SRC
 
 RUNNER_SRC = r"""# rl-dlm-sandbox runner (untrusted side)
 import builtins, marshal, os, sys
@@ -59,14 +35,14 @@ def _rx():
     head = b""
     while len(head) < 8:
         chunk = os.read(3, 8 - len(head))
-        if not chunk:
-            os._exit(0)
+        if not chunk:  # the judge is done: end as a program does (non-daemon threads joined, atexit run)
+            raise SystemExit
         head += chunk
     n, buf = int.from_bytes(head, "big"), bytearray()
     while len(buf) < n:
         chunk = os.read(3, min(1 << 20, n - len(buf)))
         if not chunk:
-            os._exit(0)
+            raise SystemExit
         buf += chunk
     return marshal.loads(bytes(buf))
 def _tx(msg):
@@ -106,7 +82,7 @@ while True:
         _tx(("exc", type(e).__name__, str(e)[:200]))
 """
 
-JUDGE_SRC = SECCOMP_SRC + r"""# rl-dlm-sandbox judge (trusted side)
+JUDGE_SRC = SECCOMP_SRC + LANDLOCK_SRC + r"""# rl-dlm-sandbox judge (trusted side)
 import builtins, ctypes, fcntl, importlib, json, marshal, os, resource, select, signal, sys, time
 cfg = json.loads(sys.stdin.buffer.read())
 out_fd = os.dup(1)
@@ -114,20 +90,34 @@ _null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1, 2):
     os.dup2(_null, fd)
 libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
 libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE=0: nobody without CAP_SYS_PTRACE can read our memory/fds
-info = {"ro": False, "tmpfs": False}
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the runner become our children (plain mode)
+info = {"ro": False, "tmpfs": False, "tmp_ro": False, "landlock": landlock_abi(), "output_bytes": 0}
 workdir = cfg["workdir"]
 if cfg["ns"]:
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "prop", "userns")]
-    libc.syscall.restype = ctypes.c_long
-    info["ro"] = libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(MountAttr(1, 0, 0, 0)), ctypes.c_size_t(32)) == 0
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    def set_readonly(path, recursive):  # mount_setattr(MOUNT_ATTR_RDONLY): this mount (and those below) only
+        attr = MountAttr(1, 0, 0, 0)
+        return libc.syscall(442, -100, path, 0x8000 if recursive else 0, ctypes.byref(attr), ctypes.c_size_t(32)) == 0
+    def tmpfs(path, flags):  # MS_NOSUID | MS_NODEV | flags
+        return libc.mount(b"tmpfs", path, b"tmpfs", 2 | 4 | flags, b"size=%dm,mode=1777" % cfg["tmpfs_mb"]) == 0
+    info["ro"] = set_readonly(b"/", True)
+    # private, empty and read-only /var/tmp and /dev/shm; a private /tmp, read-only but for its own tmpfs
+    # /tmp/work, the runner's working directory (HOME, TMPDIR): the only writable place
+    for d in (b"/var/tmp", b"/dev/shm"):
         if os.path.isdir(d):
-            ok = libc.mount(b"tmpfs", d.encode(), b"tmpfs", 2 | 4, b"size=%dm,mode=1777" % cfg["tmpfs_mb"]) == 0
-            info["tmpfs"] = ok if d == "/tmp" else info["tmpfs"]
+            tmpfs(d, 1)  # MS_RDONLY
+    info["tmpfs"] = os.path.isdir(b"/tmp") and tmpfs(b"/tmp", 0)
     workdir = "/tmp/work"
     os.mkdir(workdir, 0o777)
+    if info["tmpfs"] and tmpfs(workdir.encode(), 0):
+        info["tmp_ro"] = set_readonly(b"/tmp", False)
+# the runner's stdout and stderr: one pipe whose bytes the judge counts (unlike a file, a pipe cannot be truncated)
+out_r, out_w = os.pipe()
+os.set_blocking(out_r, False)
+abuse = None  # why every test fails although some passed: output over the cap, something left running
 LIMITS = [(resource.RLIMIT_AS, cfg["mem"]), (resource.RLIMIT_FSIZE, cfg["fsize"]), (resource.RLIMIT_NOFILE, 64),
           (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, cfg["nproc"])]
 # modules a candidate imported that the tests may use by the candidate's name (MBPP asserts use the
@@ -152,9 +142,11 @@ def spawn():
         try:
             if cfg["ns"]:
                 os.setpgid(0, 0)  # own group, killed between tests; in plain mode stay in the trainer-killed group
-            a, b = fcntl.fcntl(r1, fcntl.F_DUPFD, 10), fcntl.fcntl(w2, fcntl.F_DUPFD, 10)
+            a, b, o = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (r1, w2, out_w))
             os.dup2(a, 3)
             os.dup2(b, 4)
+            os.dup2(o, 1)
+            os.dup2(o, 2)
             os.closerange(5, 1 << 20)
             os.chdir(workdir)
             for lim, val in LIMITS:
@@ -170,6 +162,8 @@ def spawn():
                 os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
             libc.capset(ctypes.byref(Hdr(0x20080522, 0)), (Caps * 2)())
             libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+            if info["landlock"]:
+                confine_writes(workdir, info["landlock"])
             if not cfg["allow_fork"]:
                 install_no_fork_filter()
             argv = [sys.executable, "-I", "-B", "-c", cfg["runner"]] + ([] if cfg["ns"] else ["nonet"])
@@ -218,10 +212,65 @@ def kill_runner():
         os.close(runner[2])
         runner = None
 
+def count_output():
+    # drain what the runner wrote to stdout/stderr so far; past the cap the whole run is abuse
+    global abuse
+    while True:
+        try:
+            chunk = os.read(out_r, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            return
+        info["output_bytes"] += len(chunk)
+        if info["output_bytes"] > cfg["max_output"] and abuse is None:
+            abuse = "wrote more than %d bytes to stdout/stderr" % cfg["max_output"]
+            return
+
 def wait_fd(fd, write):
-    left = deadline - time.monotonic()
-    if left <= 0 or not select.select([] if write else [fd], [fd] if write else [], [], left)[int(write)]:
-        raise Broken("timeout")
+    # wait for the runner's pipe, draining its output meanwhile (a full output pipe would stall it)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Broken("timeout")
+        readable, writable, _ = select.select([out_r] if write else [fd, out_r], [fd] if write else [], [], left)
+        if out_r in readable:
+            count_output()
+            if abuse is not None:
+                raise Broken(abuse)
+        if fd in (writable if write else readable):
+            return
+
+def finish_runner():
+    # EOF on the runner's request pipe ends its loop and it exits as a program does: non-daemon threads
+    # joined, atexit handlers run. It and every process it started (orphans come to us: pid 1 or subreaper)
+    # must be gone within one test timeout; otherwise the candidate left something running.
+    global runner
+    os.close(runner[1])
+    pid, reaped, end = runner[0], False, time.monotonic() + cfg["timeout"]
+    try:
+        while True:
+            try:
+                while True:
+                    done = os.waitpid(-1, os.WNOHANG)[0]
+                    if not done:
+                        break
+                    reaped = reaped or done == pid
+            except ChildProcessError:
+                return None
+            if time.monotonic() > end:
+                return "left a thread or process running after its tests (still there %gs later)" % cfg["timeout"]
+            select.select([out_r], [], [], 0.01)
+            count_output()
+    finally:
+        if not reaped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        os.close(runner[2])
+        runner = None
 
 def send(msg):
     data = marshal.dumps(msg)
@@ -291,6 +340,8 @@ test_ns, load_error = None, None
 for idx, (kind, src) in enumerate(cfg["items"]):
     ok, why = False, ""
     try:
+        if abuse is not None:
+            raise Broken(abuse)
         if load_error is not None:
             raise Broken(load_error)
         if runner is None:  # interpreter start-up + candidate module: timeout plus a start-up grace
@@ -335,9 +386,15 @@ for idx, (kind, src) in enumerate(cfg["items"]):
     if kind != "setup":
         results.append(ok)
         reasons.append(why)
+left_running = finish_runner() if runner is not None and abuse is None else None
 kill_runner()
 if os.getpid() == 1:  # init of our own pid namespace: take every candidate process down with us
     kill_all()
-line = json.dumps({"nonce": cfg["nonce"], "results": results, "reasons": reasons, "info": info})
+os.close(out_w)
+count_output()  # what it wrote before it ended
+abuse = abuse or left_running
+if abuse is not None:  # passing the tests does not pay when the candidate abused the sandbox
+    results, reasons = [False] * len(results), [abuse] * len(results)
+line = json.dumps({"nonce": cfg["nonce"], "results": results, "reasons": reasons, "abuse": abuse, "info": info})
 os.write(out_fd, line.encode() + b"\n")
 """

@@ -19,7 +19,11 @@ Covered
 Rows are scored in parallel by a bounded thread pool of sandbox launches (``max_workers``,
 default ``os.cpu_count()``). The code block must be self-contained: it is run as is, without the
 prompt. ``exit()`` and every other way of skipping the asserts scores 0 (the d1 reference counted
-it as passing every test); see ``rewards.sandbox`` for the threat model and what is not covered.
+it as passing every test). So does a completion that passes while abusing the sandbox: writing more
+than ``max_output_bytes`` to stdout + stderr (a knob of ``conf/reward/unit_test.yaml`` and
+``diffucoder_code.yaml``; null: ``rewards.sandbox.MAX_OUTPUT_BYTES``, 1 MiB), or leaving a thread or
+process running after its tests; writes outside its working directory fail (read-only). See
+``rewards.sandbox`` for the threat model and what is not covered.
 
 Run the tests: ``.venv/bin/python -m pytest tests/rewards -q`` (HumanEval: ``-k humaneval``).
 """
@@ -88,7 +92,8 @@ def _format_score(text: str) -> float:
     return 1.0
 
 
-def _score_row(code: str | None, tests: Any, entry_point: Any, timeout: float, memory_mb: int) -> float | None:
+def _score_row(code: str | None, tests: Any, entry_point: Any, timeout: float, memory_mb: int,
+               max_output_bytes: int | None) -> float | None:
     if not isinstance(tests, (str, dict)) and hasattr(tests, "__iter__"):  # list, tuple, numpy/arrow arrays
         tests = [t for t in tests if isinstance(t, str)]
     elif not isinstance(tests, str):
@@ -100,14 +105,17 @@ def _score_row(code: str | None, tests: Any, entry_point: Any, timeout: float, m
     entry = entry_point if isinstance(entry_point, str) and entry_point.isidentifier() else None
     # SandboxUnavailable / OSError propagate: the training loop records a raising reward per row
     # (DESIGN.md §6) instead of this function turning "could not run" into a silent 0.
-    result = run_tests(code, tests, entry, timeout=timeout, memory_mb=memory_mb)
+    result = run_tests(code, tests, entry, timeout=timeout, memory_mb=memory_mb, max_output_bytes=max_output_bytes)
     return result.fraction
 
 
 def unit_test_reward(completions, tests=None, entry_point=None, prompts=None, completion_ids=None, *,
                      timeout: float = DEFAULT_TIMEOUT, memory_mb: int = 1024, max_workers: int | None = None,
-                     **kwargs) -> list[float | None]:
+                     max_output_bytes: int | None = None, **kwargs) -> list[float | None]:
     """Pass fraction of each completion's last python block against its row's ``tests``.
+
+    A completion that writes more than ``max_output_bytes`` to stdout + stderr (None: the sandbox's
+    ``MAX_OUTPUT_BYTES``, 1 MiB), or leaves a thread or process running after its tests, scores 0.
 
     >>> unit_test_reward(["```python\\ndef add(a, b):\\n    return a + b\\n```", "```python\\nexit()\\n```", "no code"],
     ...                  tests=[["assert add(1, 2) == 3", "assert add(2, 2) == 5"]] * 3)
@@ -118,7 +126,7 @@ def unit_test_reward(completions, tests=None, entry_point=None, prompts=None, co
     jobs = [(codes[i], column(tests, i), column(entry_point, i)) for i in range(len(completions))]
     workers = max(1, min(max_workers or os.cpu_count() or 1, len(jobs) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: _score_row(*job, timeout, memory_mb), jobs))
+        return list(pool.map(lambda job: _score_row(*job, timeout, memory_mb, max_output_bytes), jobs))
 
 
 def code_format_reward(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
@@ -132,7 +140,7 @@ def code_format_reward(prompts, completions, completion_ids=None, **kwargs) -> l
 
 def diffucoder_code_reward(prompts, completions, completion_ids=None, *, tests=None, entry_point=None,
                            timeout: float = DEFAULT_TIMEOUT, max_workers: int | None = None,
-                           **kwargs) -> list[float | None]:
+                           max_output_bytes: int | None = None, **kwargs) -> list[float | None]:
     """``2.0 x pass fraction`` (only when the format is right) ``+ 0.5 x format``.
 
     >>> diffucoder_code_reward(None, ["```python\\ndef sq(x):\\n    return x * x\\n```", "```python\\ndef sq(x) return\\n```"],
@@ -142,5 +150,6 @@ def diffucoder_code_reward(prompts, completions, completion_ids=None, *, tests=N
     completions = list(completions or [])
     formats = code_format_reward(prompts, completions)
     gated = [c if f == 1.0 else "" for c, f in zip(completions, formats)]
-    passes = unit_test_reward(gated, tests=tests, entry_point=entry_point, timeout=timeout, max_workers=max_workers)
+    passes = unit_test_reward(gated, tests=tests, entry_point=entry_point, timeout=timeout, max_workers=max_workers,
+                              max_output_bytes=max_output_bytes)
     return [None if p is None else 2.0 * p + 0.5 * f for p, f in zip(passes, formats)]

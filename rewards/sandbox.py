@@ -17,7 +17,8 @@ types only). Consequences:
   random per-run nonce and the per-test results to its saved stdout; the parent requires that
   exact nonce and one result per test, anything else is all-fail. The nonce never exists in the
   runner's memory (a fresh ``exec``), the judge is non-dumpable and the runner has no
-  capabilities, so it cannot read the judge's memory, pipes or fds, and its own stdout is /dev/null.
+  capabilities, so it cannot read the judge's memory, pipes or fds; its stdout and stderr are a
+  pipe that the judge only counts.
 
 Limits and isolation of the runner
 ----------------------------------
@@ -25,12 +26,41 @@ Limits and isolation of the runner
 files; every capability dropped (bounding set, ambient, ``SECBIT_NOROOT`` locked, no_new_privs);
 a seccomp filter that makes ``fork``/``vfork``/``clone`` (except threads) fail, because the kernel
 never enforces ``RLIMIT_NPROC`` for uid 0 and a fork bomb as root exhausts the machine's pids in a
-second; a scrubbed environment; stdin/stdout/stderr on ``/dev/null`` (output floods cost nothing);
-no network (own net namespace, loopback down); every mount read-only except private tmpfs on
-``/tmp``, ``/var/tmp``, ``/dev/shm`` where its working directory lives (gone at exit). A per-test
-timeout restarts the runner (killing everything else in the namespace); a wall timeout kills the
-whole process group, and the judge is pid 1 of its pid namespace, so every candidate process dies
-with it.
+second; a scrubbed environment; stdin on ``/dev/null``; no network (own net namespace, loopback
+down); a filesystem that is read-only outside the working directory (below). A per-test timeout
+restarts the runner (killing everything else in the namespace); a wall timeout kills the whole
+process group, and the judge is pid 1 of its pid namespace, so every candidate process dies with it.
+
+Passing is not enough: resource abuse scores 0
+----------------------------------------------
+A candidate that passes its tests while abusing the sandbox fails every test (``status="abuse"``):
+RL would otherwise learn whatever the sandbox merely contains.
+
+* **Output cap.** The runner's stdout and stderr (fds 1 and 2, inherited by anything it starts)
+  are one pipe that the judge drains and counts while it waits for the runner, and once more
+  after everything has ended. More than ``max_output_bytes`` in total (``MAX_OUTPUT_BYTES``, 1 MiB,
+  by default) is abuse, and the runner is killed at once. Bytes in a pipe cannot be taken back;
+  reopening ``/dev/stdout`` reaches the same pipe. Writes to ``/dev/null`` and files are not output.
+* **Nothing left running.** After the last test the judge closes the runner's request pipe; the
+  runner then ends as a program does (``SystemExit``: non-daemon threads joined, ``atexit`` run).
+  It, and every process it started, must be gone within one ``timeout``. The judge is their
+  reaper: pid 1 of the pid namespace, and ``PR_SET_CHILD_SUBREAPER`` where there is none, so
+  ``setsid`` or double-forked children still count. A daemon thread does not keep a program alive
+  and is allowed. Only the runner that serves the last test is checked: one killed for a
+  per-test timeout is not (its test already failed).
+* **Read-only filesystem outside the working directory.** Enforced by the kernel, twice, before the
+  candidate's code exists, so it cannot be undone from Python. (1) Mounts: the judge makes every
+  mount read-only (``mount_setattr``, recursive), mounts empty read-only tmpfs on ``/var/tmp`` and
+  ``/dev/shm``, and a private ``/tmp`` that is read-only except its own tmpfs ``/tmp/work``, the
+  runner's working directory, ``HOME`` and ``TMPDIR`` (gone at exit). The runner has no
+  capabilities to remount, and Landlock forbids a confined process to change mounts at all, even
+  in a user namespace of its own.
+  (2) Landlock (``confine_writes``, Linux 5.13+, unprivileged, never lifted once applied): writing,
+  truncating, creating, removing, renaming or linking is denied except beneath the working
+  directory and on ``/dev/null``; this alone guards the plain mode below. Writes elsewhere raise
+  ``OSError``, so a solution that depends on them fails its tests. ``info`` reports ``ro`` and
+  ``tmp_ro`` (the mounts) and ``landlock`` (the kernel's ABI, 0 if none); with neither in force a
+  ``RuntimeWarning`` says so, once. Reading stays allowed everywhere (see below).
 
 Not covered / weaker
 --------------------
@@ -42,8 +72,11 @@ Not covered / weaker
   the seccomp filter, after which, as root, only the timeouts and the pid namespace bound a fork bomb.
 * Where ``unshare`` is unavailable (``isolation() == "plain"``) nothing runs unless allowed
   (``RL_DLM_SANDBOX_ALLOW_PLAIN=1`` or ``allow_plain=True``), and then with rlimits, seccomp and a
-  fresh unprivileged uid (root) only: no network/filesystem isolation (sockets are blocked in Python
-  only), and a ``setsid`` escapee may outlive the run as a non-root trainer.
+  fresh unprivileged uid (root) only: no network isolation (sockets are blocked in Python only),
+  writes confined by Landlock only (none on kernels without it), and a ``setsid`` escapee may
+  outlive the run as a non-root trainer.
+* POSIX semaphores live in the read-only ``/dev/shm``, so with ``allow_fork=True``
+  ``multiprocessing`` locks and queues are unavailable (plain ``subprocess`` works).
 * Values crossing the proxy must be marshallable (None, bool, int, float, complex, str, bytes,
   tuple, list, dict, set, frozenset): returning generators or class instances fails the test, and
   so does passing a lambda as a test argument. Tests see the candidate's functions, constants and
@@ -73,11 +106,13 @@ from dataclasses import dataclass, field
 # standard library, which lives with the real interpreter.
 PYTHON = os.path.realpath(sys.executable)
 
-from rewards._sandbox_scripts import JUDGE_SRC, RUNNER_SRC, SECCOMP_SRC
+from rewards._sandbox_confinement import SECCOMP_SRC
+from rewards._sandbox_scripts import JUDGE_SRC, RUNNER_SRC
 
-__all__ = ["SandboxResult", "SandboxUnavailable", "run_tests", "isolation"]
+__all__ = ["SandboxResult", "SandboxUnavailable", "run_tests", "isolation", "MAX_OUTPUT_BYTES"]
 
 ALLOW_PLAIN_ENV = "RL_DLM_SANDBOX_ALLOW_PLAIN"
+MAX_OUTPUT_BYTES = 1 << 20  # stdout + stderr a candidate may write in one run; more scores 0
 STARTUP_GRACE = 2.0  # seconds, on top of the first test's timeout, for interpreter start-up + loading the candidate
 MARKER = "rl-dlm-sandbox"  # appears in the judge/runner command lines (tests scan /proc for it)
 
@@ -91,7 +126,7 @@ class SandboxResult:
 
     passed: list[bool]
     reasons: list[str] = field(default_factory=list)
-    status: str = "ok"  # ok | timeout | harness_error
+    status: str = "ok"  # ok | abuse (every test failed: output over the cap, left running) | timeout | harness_error
     info: dict = field(default_factory=dict)
 
     @property
@@ -194,6 +229,18 @@ def _count_tasks(uid: int) -> int:
     return total
 
 
+_WARNED_WRITES: list = []
+
+
+def _warn_if_writes_unconfined(info: dict) -> None:
+    """Warn once when the candidate could write outside its working directory (no mounts, no Landlock)."""
+    if _WARNED_WRITES or info.get("landlock") or (info.get("ro") and info.get("tmp_ro")):
+        return
+    _WARNED_WRITES.append(True)
+    warnings.warn("rewards.sandbox: neither read-only mounts nor Landlock are available, so candidate code can "
+                  "write outside its working directory (see the module docstring)", RuntimeWarning, stacklevel=3)
+
+
 def _communicate(proc: subprocess.Popen, data: bytes, timeout: float, cap: int) -> tuple[bytes, bool]:
     """Feed ``data`` to stdin and read stdout (first ``cap`` bytes kept) until EOF or ``timeout``."""
     import time
@@ -231,7 +278,8 @@ def _communicate(proc: subprocess.Popen, data: bytes, timeout: float, cap: int) 
 
 def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None, *, timeout: float = 5.0,
               memory_mb: int = 1024, nproc: int = 32, fsize_mb: int = 16, max_wall: float | None = None,
-              allow_plain: bool | None = None, allow_fork: bool = False) -> SandboxResult:
+              allow_plain: bool | None = None, allow_fork: bool = False,
+              max_output_bytes: int | None = None) -> SandboxResult:
     """Run ``tests`` against candidate ``code`` in the sandbox.
 
     ``tests`` is either a list of statements (each ``assert ...`` is one test, other statements such
@@ -243,6 +291,10 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
     The tests see the candidate's functions (as proxies), its marshallable constants, and the
     stdlib modules it imported (re-imported by the judge); names that shadow builtins are hidden
     unless they are ``entry_point`` (so ``def abs(x): return 0`` cannot rig a test's ``abs``).
+
+    Passing is not enough: when the candidate writes more than ``max_output_bytes`` (None:
+    ``MAX_OUTPUT_BYTES``) to stdout and stderr together, or it (with every process it started) has
+    not exited ``timeout`` seconds after its last test, every test fails and ``status`` is ``"abuse"``.
 
     >>> run_tests("def add(a, b):\\n    return a + b", ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]).passed
     [True, False]
@@ -276,9 +328,11 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
                "allow_fork": bool(allow_fork), "timeout": float(timeout), "nonce": nonce,
                "mem": int(memory_mb) << 20, "fsize": int(fsize_mb) << 20, "startup": STARTUP_GRACE,
                "cpu": int(timeout * n_tests + STARTUP_GRACE) + 2,
+               "max_output": int(MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes),
                "nproc": nproc + (0 if uid is not None else _count_tasks(os.getuid())), "uid": uid,
                "ns": mode == "ns", "workdir": workdir, "tmpfs_mb": 64, "max_msg": 64 << 20, "runner": RUNNER_SRC}
-        wall = max_wall if max_wall is not None else (timeout + STARTUP_GRACE + 1.0) * len(items) + 10.0
+        # each item, then one more timeout for the runner to exit on its own
+        wall = max_wall if max_wall is not None else (timeout + STARTUP_GRACE + 1.0) * len(items) + timeout + 10.0
         out, timed_out = _communicate(proc, json.dumps(cfg).encode(), wall, cap=1 << 20)
     finally:
         try:
@@ -305,4 +359,7 @@ def run_tests(code: str, tests: list[str] | str, entry_point: str | None = None,
             and isinstance(report.get("results"), list) and len(report["results"]) == n_tests):
         return bad  # (explicit checks, not asserts: they must survive python -O)
     passed = [r is True for r in report["results"]]
-    return SandboxResult(passed, [str(r) for r in report.get("reasons", [""] * n_tests)], "ok", report.get("info", {}))
+    info = report.get("info") if isinstance(report.get("info"), dict) else {}
+    _warn_if_writes_unconfined(info)
+    status = "abuse" if report.get("abuse") else "ok"
+    return SandboxResult(passed, [str(r) for r in report.get("reasons", [""] * n_tests)], status, info)

@@ -5,11 +5,18 @@
     rl-dlm sft   [--output DIR] [--steps N] [--device cuda] ...    masked-diffusion SFT of the embedded model
     rl-dlm export CHECKPOINT OUT_DIR [--base PATH] [--dtype bfloat16]   merge a LoRA adapter for serving
     rl-dlm plot  RUN_DIR                                           reward and accuracy against step (metrics.png)
+
+Errors found at start-up (a bad key, value, path or dataset row) print as one line naming it and the fix, and
+exit with status 2; `--debug` (anywhere on the line) or HYDRA_FULL_ERROR=1 shows the full traceback instead.
+`rl-dlm train --help` lists the recipes, the config groups and the most-used keys.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+DEBUG_HINT = "(for the full traceback: add --debug, or set HYDRA_FULL_ERROR=1)"
 
 
 def sft_main(argv: list[str]) -> None:
@@ -37,8 +44,11 @@ def sft_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    argv = [a for a in argv if a != "--debug"]
     from rl_dlm.export import export_main
     from rl_dlm.plot import plot_main
+    from rl_dlm.validation import ConfigError
 
     commands = {"sft": sft_main, "export": export_main, "plot": plot_main}
     try:
@@ -52,10 +62,28 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["train"]
     if argv[0] in ("-h", "--help"):
         print(__doc__)
+        if "eval" in commands:  # hydra-core is installed
+            print(command_help("train"))
         return
     if argv[0] not in commands:
         sys.exit(f"unknown command {argv[0]!r}; use one of {sorted(commands)} (rl-dlm --help)")
-    commands[argv[0]](argv[1:])
+    if argv[0] in ("train", "eval") and any(a in ("-h", "--help") for a in argv[1:]):
+        print(command_help(argv[0]))
+        return
+    try:
+        commands[argv[0]](argv[1:])
+    except ConfigError as exc:
+        if debug:
+            raise
+        print(f"rl-dlm {argv[0]}: error: {exc}", file=sys.stderr)
+        print(DEBUG_HINT, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def command_help(command: str) -> str:
+    from rl_dlm.cli_help import command_help as text
+
+    return text(command)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ What can go wrong is recorded, never hidden, and never stops the run:
   the same `timeout`; rows that time out become `None`, counted the same way. After `MAX_ROW_TIMEOUTS` row
   timeouts the remaining rows are not retried (they become `None` too), so a function that hangs on every row
   costs about (1 + MAX_ROW_TIMEOUTS) × timeout per step;
+- a NaN or ±inf value is an error too, not "not applicable": the row becomes `None`, counted in the same
+  `reward/<name>/errors`, and the first time a function returns one, a warning names the function;
 - a wrong-length return is a bug in the function and raises at once.
 
 Timeouts run the call in a daemon thread, so a hung function never blocks the interpreter's exit; a thread
@@ -54,10 +56,17 @@ class RewardResult:
 
 
 def _as_float(value) -> float:
+    """None → NaN ("not applicable"); a number → float. A non-finite number stays non-finite for the caller
+    to count (`_finite`)."""
     if value is None:
         return math.nan
-    out = float(value)
-    return out
+    return float(value)
+
+
+def _finite(values: list, floats: list[float]) -> tuple[list[float], int]:
+    """NaN for every value that was a number but not finite; (values, how many there were)."""
+    bad = [v is not None and not math.isfinite(f) for v, f in zip(values, floats)]
+    return [math.nan if b else f for f, b in zip(floats, bad)], sum(bad)
 
 
 class RewardRunner:
@@ -72,6 +81,7 @@ class RewardRunner:
         self.functions = functions
         self.correct = correct
         self.correct_threshold = correct_threshold
+        self._warned_nonfinite: set[str] = set()  # functions already warned about NaN / inf values
 
     def _call(self, fn: RewardFunction, kwargs: dict) -> list:
         if fn.timeout is None:
@@ -79,7 +89,18 @@ class RewardRunner:
         return _run_with_timeout(lambda: _materialize(fn.func(**kwargs)), fn.timeout, fn.name)
 
     def _score_one(self, fn: RewardFunction, kwargs: dict, n: int, stats: dict) -> list[float]:
-        stats[f"reward/{fn.name}/errors"] = 0.0
+        values, errors = self._score_rows(fn, kwargs, n)
+        values, nonfinite = _finite(values[0], values[1])
+        stats[f"reward/{fn.name}/errors"] = float(errors + nonfinite)
+        if nonfinite and fn.name not in self._warned_nonfinite:
+            self._warned_nonfinite.add(fn.name)
+            warnings.warn(f"reward function {fn.name!r} returned NaN or inf on {nonfinite}/{n} rows; they count as "
+                          f"errors (None, in reward/{fn.name}/errors). Return None for 'not applicable', or fix the "
+                          "function (warned once per function)", stacklevel=3)
+        return values
+
+    def _score_rows(self, fn: RewardFunction, kwargs: dict, n: int) -> tuple[tuple[list, list], int]:
+        """((raw values, their floats), rows that raised or timed out): one batch call, else row by row."""
         batch_timed_out = False
         try:
             values = self._call(fn, kwargs)
@@ -91,14 +112,16 @@ class RewardRunner:
             if len(values) != n:
                 raise ValueError(f"reward function {fn.name!r} returned {len(values)} values for {n} completions")
             try:
-                return [_as_float(v) for v in values]
+                return (list(values), [_as_float(v) for v in values]), 0
             except (TypeError, ValueError):
                 pass
         # Isolate the failing rows.
-        out, raised, timeouts, skipped, first = [], 0, 0, 0, None
+        raw, out, raised, timeouts, skipped, first = [], [], 0, 0, 0, None
         for i in range(n):
+            value = None
             if timeouts >= MAX_ROW_TIMEOUTS:
                 skipped += 1
+                raw.append(value)
                 out.append(math.nan)
                 continue
             row = {k: (v[i:i + 1] if isinstance(v, list) else v) for k, v in kwargs.items()}
@@ -108,23 +131,25 @@ class RewardRunner:
             except _Timeout:
                 timeouts += 1
                 first = first or f"timed out after {fn.timeout}s on row {i}"
+                value = None
                 out.append(math.nan)
             except (Exception, SystemExit) as exc:  # noqa: BLE001
                 raised += 1
                 first = first or f"row {i}: {type(exc).__name__}: {exc}"
+                value = None
                 out.append(math.nan)
+            raw.append(value)
         errors = raised + timeouts + skipped
-        stats[f"reward/{fn.name}/errors"] = float(errors)
         if errors:
             detail = f"{raised} raised" + (f", {timeouts} timed out after {fn.timeout}s" if fn.timeout else "")
             if skipped:
                 detail += f", {skipped} not retried after {MAX_ROW_TIMEOUTS} timeouts"
             warnings.warn(f"reward function {fn.name!r} gave None on {errors}/{n} rows ({detail}; first: {first})",
-                          stacklevel=3)
+                          stacklevel=4)
         elif batch_timed_out:
             warnings.warn(f"reward function {fn.name!r} timed out after {fn.timeout}s on a batch of {n} but not on "
-                          "single rows; raise its timeout", stacklevel=3)
-        return out
+                          "single rows; raise its timeout", stacklevel=4)
+        return (raw, out), errors
 
     def __call__(self, prompts: list, completions: list, completion_ids: list[list[int]],
                  columns: dict[str, list]) -> RewardResult:

@@ -7,14 +7,18 @@ The loop stages they plug into:
                              N·(S − 1) rows (the last prediction is the final completion, already scored)
                              → rollout.extras["step_rewards"] [N, S]
     3   per_step_advantage   raw_t = (r_t − r_{t−1}) + mean(r_{t+1..S−1}) for t < S − 1, r_{−1} = 0; the
-                             last step's raw = r_{S−1};  A_t = z-score of raw_t within each group, for each t
+                             last step's raw = (r_{S−1} − r_{S−2}) + r_{S−1} (the reference's: the future
+                             term of the last step is its own reward);
+                             A_t = z-score of raw_t within each group, for each t
                              → adv [N, S]
     4   select_steps         keep the k steps with the largest Σ_group |A_t| (per group)   (used by
                              `PredictionReplayEstimator.plan`)
     5   WeightedTokenObjective   per step: Σ_i w_i ℓ_i / rows, w_i = c_i·λ/L = c_i/|masked_t| on the targets
 
-Checked against autonomousvision/mdpo `src/open_r1/mdpo/mdpo_trainer.py`
-(`_generate_and_score_completions`, `split_into_micro_batches`, `compute_loss`). Deviations, on purpose:
+The weights' confidences c_i are the sampler's, p(x̂0_i) under softmax(logits / T) (`rl_dlm.sampling.maskgit`).
+
+Checked against autonomousvision/mdpo@e6ae439 `src/open_r1/mdpo/mdpo_trainer.py`
+(`_generate_and_score_completions` "adv-v4", `split_into_micro_batches`, `compute_loss`). Deviations, on purpose:
 - z-scores are taken within each *group* (any number of prompts per batch, groups by `group_ids`); the
   reference views the whole gathered batch as [-1, G, S], correct only when rows arrive grouped in order;
 - the top-k steps are chosen per group (the reference: one choice over the whole batch, one prompt in flight);
@@ -74,7 +78,7 @@ def per_step_advantage(step_rewards: Tensor, group_ids: Tensor, eps: float = 1e-
     num_steps = r.shape[1]
     remaining = torch.arange(num_steps - 1, 0, -1, device=r.device, dtype=r.dtype)  # S − t − 1 for t < S − 1
     raw = (r - previous) + torch.cat([suffix[:, 1:] / remaining, torch.zeros_like(r[:, :1])], 1)
-    raw[:, -1] = r[:, -1]  # the last step: raw = r_{S−1} (the final completion's reward), no difference term
+    raw[:, -1] = (r[:, -1] - previous[:, -1]) + r[:, -1]  # the last step's future term is its own reward
     return torch.stack([zscore(raw[:, t], group_ids, eps) for t in range(num_steps)], 1)
 
 

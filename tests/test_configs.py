@@ -61,3 +61,43 @@ def test_standard_library_targets_are_refused():
 
     with pytest.raises(ValueError, match="not allowed"):
         resolve("os.system")
+
+
+RECIPE_BLOCKS = [(p.stem, algo) for p in sorted((ROOT / "recipes").glob("*.yaml"))
+                 for algo in (__import__("omegaconf").OmegaConf.load(p).get("algo_settings") or {})]
+
+
+@pytest.mark.parametrize("recipe,algo", RECIPE_BLOCKS, ids=[f"{r}:{a}" for r, a in RECIPE_BLOCKS])
+def test_every_algo_settings_block_builds_its_algorithms_config(recipe, algo):
+    """A recipe's `algo_settings.<algo>` keys are fields of that algorithm's config, with valid values."""
+    from omegaconf import OmegaConf
+
+    from rl_dlm.trainers import TRAINERS
+
+    cfg = compose_config([f"recipe={recipe}", f"algo={algo}"])
+    _, args, _ = trainer_args(cfg)
+    assert isinstance(args, TRAINERS[algo][1])
+    block = OmegaConf.load(ROOT / "recipes" / f"{recipe}.yaml").algo_settings[algo]
+    assert {k: getattr(args, k) for k in block} == OmegaConf.to_container(block)
+
+
+def test_algo_settings_apply_only_to_their_algorithm_and_the_command_line_wins():
+    quick = compose_config(["algo=coupled_grpo"])
+    assert (quick.learning_rate, quick.num_iterations, quick.beta) == (5e-4, 2, 0.01)  # block, paper μ and β
+    gdpo = compose_config(["recipe=tiny_gdpo", "algo=diffu_grpo"])  # tiny_gdpo's GDPO rate does not follow
+    assert (gdpo.learning_rate, gdpo.num_iterations) == (3e-6, 12)
+    assert compose_config(["recipe=tiny_gdpo", "learning_rate=1e-4"]).learning_rate == 1e-4
+    assert compose_config(["recipe=tiny_gdpo", "algo_settings.gdpo.learning_rate=1e-4"]).learning_rate == 1e-4
+
+
+def test_an_algo_settings_block_for_an_unknown_algorithm_is_refused(tmp_path, monkeypatch):
+    import rl_dlm.hydra_app as app
+    from rl_dlm.validation import ConfigError
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "typo.yaml").write_text(
+        "defaults:\n  - config\n  - _self_\nalgo_settings:\n  gpdo:\n    learning_rate: 1.0e-4\n")
+    monkeypatch.setattr(app, "ROOT", tmp_path)
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    with pytest.raises(ConfigError, match=r"algo_settings\.gpdo names no algorithm; algorithms are cj_grpo, "):
+        compose_config(["recipe=typo"])

@@ -6,6 +6,7 @@ import asyncio
 import math
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -134,3 +135,32 @@ def test_config_mistakes_fail_at_construction():
         RewardRunner([RewardFunction(length, name="x"), RewardFunction(length, name="x")])
     with pytest.raises(ValueError, match="correct_reward='nope'"):
         RewardRunner([RewardFunction(length)], correct="nope")
+
+
+def test_nan_and_inf_are_counted_as_errors_per_row_and_warned_once_naming_the_function():
+    """A NaN or inf is a broken score, not "not applicable" (that is None): the row becomes None and counts in
+    reward/<name>/errors, with one warning per function, in the batch call and in the row-by-row retry alike."""
+    def broken(completions, **kw):
+        return [math.nan if c == "BAD" else math.inf if c == "bb" else None if c == "a" else 1.0
+                for c in completions]
+
+    def raises_once_then_nan(completions, **kw):
+        if len(completions) > 1:
+            raise RuntimeError("batch")
+        return [-math.inf if completions[0] == "dddd" else 0.5]
+
+    runner = RewardRunner([RewardFunction(broken, name="broken"), RewardFunction(raises_once_then_nan, name="rows")])
+    with pytest.warns(UserWarning) as caught:
+        result = call(runner)
+    assert values(result, "broken") == [None, None, None, 1.0, 1.0]
+    assert result.stats["reward/broken/errors"] == 2.0  # NaN and inf; the None row is "not applicable"
+    assert values(result, "rows") == [0.5, 0.5, 0.5, None, 0.5]
+    assert result.stats["reward/rows/errors"] == 1.0
+    texts = [str(w.message) for w in caught]
+    assert sum("'broken'" in t and "NaN or inf" in t for t in texts) == 1
+    assert sum("'rows'" in t and "NaN or inf" in t for t in texts) == 1
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        result = call(runner)
+    assert result.stats["reward/broken/errors"] == 2.0  # still counted every step ...
+    assert not any("NaN or inf" in str(w.message) for w in again)  # ... but warned once

@@ -305,10 +305,12 @@ def kodcode_row(row: Mapping, where: str, **_) -> dict:
 
 def prompt_rows(row: Mapping, where: str, **_) -> dict:
     """Rows that are already in toolkit form (a `prompt` column, any reward columns)."""
-    prompt = _get(row, where, "prompt")
-    if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(
-            isinstance(m, Mapping) and "role" in m and "content" in m for m in prompt))):
-        raise RowError(f"{where}: column 'prompt' must be a string or a list of {{role, content}} messages")
+    from rl_dlm.data.prompts import prompt_problem
+
+    problem = prompt_problem(_get(row, where, "prompt"))
+    if problem:
+        raise RowError(f"{where}, column 'prompt': {problem}; a prompt is a non-empty string or a list of "
+                       "{role, content} messages")
     return dict(row)
 
 

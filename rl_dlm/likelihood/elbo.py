@@ -23,10 +23,12 @@ Options:
   (`rollout.completion_mask.sum`), positions after it are never scored (and stay visible unless
   `mask_tail`); `True` reproduces the reference, which masks and scores the whole canvas (padding included).
   The objective must normalise by the same L (the trainer passes one `full_canvas` flag to both);
-- `mask_tail=True` (with `full_canvas=False`): the slots after the end-of-turn token are masked in every view
-  and never scored, so the estimate is the ELBO of the completion under the model's marginal over the rest of
-  the canvas. With `mask_tail=False` they stay visible, which tells the model where the completion ends — a
-  context it never has while sampling, where those slots are masked until their block is decoded.
+- `mask_tail` (with `full_canvas=False`): `False` (default) leaves the slots after the end-of-turn token
+  visible and unscored in every view, as NeMo-RL's GDPO port does (below); `True` masks them in every view
+  and never scores them, so the estimate is the ELBO of the completion under the model's marginal over the
+  rest of the canvas. Visible, they tell the model where the completion ends — a context it never has while
+  sampling, where those slots are masked until their block is decoded; both reference implementations show
+  it (the official code in about 1 − t_n of the tail slots of each view, NeMo-RL in all of them).
 
 What holds (tests/likelihood/test_elbo.py, exact on a toy model whose every mask is enumerated):
 - with "bernoulli" masks the per-node expectation is the integrand itself, a polynomial of degree L − 1 in
@@ -38,13 +40,23 @@ What holds (tests/likelihood/test_elbo.py, exact on a toy model whose every mask
   L in the hundreds and 3–5 nodes the rounding is small; for short completions it is not (measured numbers
   in the test). For the same reason "floor" with Monte Carlo t has no finite mean and is refused.
 
-Checked against the GDPO paper's estimator as specified in reference/algorithms.md §3. Deviations:
+Checked against the official code, KevinRojas1499/GDPO@1918683 `gdpo/likelihood_estimators.py`
+(`NumericalIntegrationEstimator`: ⌊t·L⌋ positions drawn by `randperm` over the whole completion canvas) and
+`gdpo/gdpo_trainer.py` (`compute_loss`, `_compute_seq_logps`), and against NeMo-RL's port,
+NVIDIA-NeMo/RL@e03f62c `research/gdpo/gdpo/elbo.py` (`SdmcElboEstimator`: masks drawn only among the
+response tokens, per-row generators) with @57f068a `research/gdpo/gdpo/denoise.py` (`unpack_generations`:
+tokens after the first stop token are dropped and right-padded with the pad token, which every view then
+shows, unmasked and unscored). Deviations from the official code:
 - **one plan per inner iteration, shared by old, reference and current ELBOs.** The official trainer draws
   fresh masks for the old and the current ELBO, so their ratio is dominated by mask noise; here the masks
   come from `row_generator(row_seed, f"mask/{iteration}")` and live in the plan (DESIGN.md §3);
-- L defaults to the completion up to the end-of-turn token rather than the 256-slot canvas
-  (`full_canvas=True` restores the reference);
-- the prompt is never masked; left padding is never touched.
+- L defaults to the completion up to the end-of-turn token rather than the 256-slot canvas, and the slots
+  after it are visible and unscored, as NeMo-RL's port (`full_canvas=True` restores the official code:
+  padding masked at the node's rate and scored). NeMo-RL's views show the pad token there; ours show what
+  the sampler wrote, which for LLaDA and Dream is that same fill token;
+- at least one position is masked per view (the official ⌊t·L⌋ can be 0 when L < 1/t);
+- the prompt is never masked, as in both; left padding gets a key-padding mask (the official scoring passes
+  no attention mask, so a left-padded prompt attends to its padding).
 
     est = SequenceELBOEstimator(nodes=3)                     # mask_id is set by the trainer
     plan = est.plan(rollout, iteration=0)                     # input_ids [N, 3, P + L], weights [N, 3, L]
@@ -85,7 +97,7 @@ class SequenceELBOEstimator:
     sampler: str = "gauss_legendre"
     mask_count: str | None = None  # None: "floor" for gauss_legendre, "bernoulli" for monte_carlo
     full_canvas: bool = False
-    mask_tail: bool = False
+    mask_tail: bool = False  # False: the slots after end-of-turn stay visible, as in NeMo-RL
     mask_id: int = -1  # set by the trainer from the policy's family
     requires: frozenset = frozenset()
 

@@ -27,6 +27,7 @@ Deviations from Fast-dLLM, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -59,6 +60,8 @@ class CachedSemiARSampler:
     early_stop: bool = True
     refresh_every: int | None = None  # refresh the cache every k steps within a block (None: once per block)
     records: frozenset = frozenset({"unmask_step"})
+    # Fast-dLLM ships block-cached decoding for LLaDA and for Dream (NVlabs/Fast-dLLM `llada/`, `dream/`).
+    families: ClassVar[frozenset] = frozenset({"llada", "dream"})
 
     def __post_init__(self):
         if self.cache not in CACHE_MODES:

@@ -26,6 +26,7 @@ Reference code: Dream-org/Dream `generation_utils.py` (`_sample`, `sample_tokens
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -87,6 +88,8 @@ class DreamSampler:
     alg_temp: float | None = 0.0
     eps: float = 1e-3
     records: frozenset = frozenset({"unmask_step"})
+    # Dream's diffusion_generate (Dream, DiffuCoder); on LLaDA it is whole-canvas confidence decoding.
+    families: ClassVar[frozenset] = frozenset({"dream", "llada"})
 
     def __post_init__(self):
         if self.alg not in ALGS:

@@ -32,6 +32,7 @@ Deviations from the reference code (yjyddq/EOSER-ASS-RL `eval/generate.py`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -57,6 +58,8 @@ class FullDiffusionSampler:
     temperature: float = 0.0
     remasking: str = "low_confidence"  # or "random"
     records: frozenset = frozenset({"unmask_step"})
+    # EOSER and ASS come from CJ-GRPO's LLaDA-only code (yjyddq/EOSER-ASS-RL).
+    families: ClassVar[frozenset] = frozenset({"llada"})
 
     def __post_init__(self):
         if self.step_schedule not in SCHEDULES:

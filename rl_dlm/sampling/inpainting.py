@@ -15,23 +15,31 @@ pieces of a reference reasoning trace fixed in the canvas, and let correct hinte
    (6 for L = 48): a fixed 30 would leave almost nothing of a short canvas to hints.
 3. **Sampling with hints** — the hint tokens are fixed in the canvas, never re-predicted, and excluded from
    the per-step reveal budget (`SemiARSampler.sample(..., hint_ids=...)`).
-4. **Replacement** — the first ≤ k (= 4) correct hinted samples replace the first slots of their group (the
-   group size is unchanged), never more than G − 1 so one self-generated (wrong) sample remains: with
-   G ≤ k a fully replaced group would be all correct and carry no advantage. The mixed rollout is
-   re-scored.
-5. **Entropy filter** (`entropy_filter`) — per sample, only the top τ = 20% (⌈τ·n⌉, at least 1) of the
-   hint tokens by old-policy entropy stay in the loss; self-generated tokens always do. The result is
-   `Rollout.loss_mask`, which the loop hands to the objective: a token ratio averages over it and a sequence
-   ratio takes its mean over it, so the filter acts in both.
+4. **Replacement** — a uniformly random subset of ≤ k (= 4) of the group's correct hinted samples replaces
+   the first slots of their group (the group size is unchanged), never more than G − 1 so one self-generated
+   (wrong) sample remains: with G ≤ k a fully replaced group would be all correct and carry no advantage.
+   The subset is drawn per row (`pick_replacements`): each hinted sample draws a key from its own row seed
+   (stream "hint/keep"), and the correct ones with the smallest keys win, so the choice depends on no other
+   row and on no global RNG. (η is sorted ascending across the group, so keeping the *first* correct ones
+   would favour the least-hinted successes.) The mixed rollout is re-scored.
+5. **Entropy filter** (`entropy_filter`) — per sample, only the top τ = 20% (max(1, ⌊τ·n⌋) of the n hint
+   tokens, the reference's `max(1, int(n·τ))`) by old-policy entropy stay in the loss; self-generated tokens
+   always do. The result is `Rollout.loss_mask`, which the loop hands to the objective: a token ratio
+   averages over it and a sequence ratio takes its mean over it, so the filter acts in both.
 
-Checked against facebookresearch/igpo (`trainer_igpo.py`, `utils/generate.py`:
+Checked against facebookresearch/igpo@e85eaea (`trainer_igpo.py`: the all-wrong branch of
+`_generate_and_score_completions`, the entropy filter; `utils/generate.py`:
 `create_spacing_scaled_inpainting_sequence`, `scale_chunk_positions`). Deviations, on purpose:
 - the trigger uses the correctness reward's threshold (the reference compares a weighted score to 0.0);
 - the final chunk is never revealed by default (the paper's choice; the code always reveals it);
-- hints are drawn from per-row generators, not from a global reseed;
+- hints and the replacement subset are drawn from per-row generators, not from a global reseed and the
+  global `torch.randperm`;
+- at most G − 1 samples of a group are replaced (the reference replaces up to k, all of a group when G ≤ k);
+- the free tail is the reference's 30 slots at L = 256, scaled down for short canvases (above);
+- the fraction η is taken over the non-final chunks (the reference masks ⌊(1 − η)·n⌋ of all n chunks, the
+  final one included, and then reveals the final one regardless);
 - the entropy filter also applies to sequence ratios (the reference's GSPO branch averages over all
-  positions, which makes the filter a no-op there);
-- the tail is scaled for short canvases (above).
+  positions, which makes the filter a no-op there).
 
     refiner = HintRefiner(sampler=semi_ar, is_correct=runner.is_correct)   # Components(refiners=[refiner])
 """
@@ -104,14 +112,22 @@ def plan_hints(trace_ids: list[int], gen_length: int, eta: float, gen: torch.Gen
 
 
 def entropy_filter(entropy: Tensor, hint_mask: Tensor, completion_mask: Tensor, top_frac: float) -> Tensor:
-    """[N, L] → loss mask: the completion tokens, less the hint tokens outside each row's top ⌈τ·n⌉ (≥ 1)
-    by entropy."""
+    """[N, L] → loss mask: the completion tokens, less the hint tokens outside each row's top max(1, ⌊τ·n⌋)
+    by entropy (the reference's `max(1, int(n·τ))`, in the same float64 arithmetic)."""
     hints = hint_mask & completion_mask
     n = hints.sum(1)
-    keep_n = torch.where(n > 0, torch.clamp(torch.ceil(top_frac * n - 1e-9).long(), min=1), 0)
+    keep_n = torch.where(n > 0, torch.clamp(torch.floor(n.double() * top_frac).long(), min=1), 0)
     ranked = torch.where(hints, entropy.double(), torch.full_like(entropy, -torch.inf, dtype=torch.float64))
     kept = commit_top_k(ranked, keep_n)
     return completion_mask & (~hint_mask | kept)
+
+
+def pick_replacements(correct: list[bool], seeds: list[int], cap: int) -> list[int]:
+    """Indices of ≤ `cap` correct hinted samples of one group, a uniformly random subset: each sample draws a
+    key from its own row seed, and the correct ones with the smallest keys are kept, in index order."""
+    keys = [float(torch.rand(1, generator=row_generator(s, "hint/keep"), dtype=torch.float64)) for s in seeds]
+    winners = sorted((keys[j], j) for j, ok in enumerate(correct) if ok)[:max(cap, 0)]
+    return sorted(j for _, j in winners)
 
 
 @torch.no_grad()
@@ -185,12 +201,13 @@ class HintRefiner:
         finally:
             policy.model.train(was_training)
         ok = self.is_correct(score_fn(_with_rows(rollout, index_t, hinted)).per_function).cpu()[index]
-        # The first ≤ k correct hinted samples of a group take its first slots.
+        # A random subset of ≤ k correct hinted samples of a group takes its first slots.
         source, target, offset = [], [], 0
         for b in triggered:
             size = len(members[b])
             cap = min(self.max_replacements, size - 1)  # keep ≥ 1 own sample, or the group has no signal
-            winners = [offset + j for j in range(size) if ok[offset + j]][:cap]
+            picked = pick_replacements(ok[offset:offset + size].tolist(), seeds[offset:offset + size], cap)
+            winners = [offset + j for j in picked]
             source += winners
             target += members[b][:len(winners)]
             offset += size

@@ -3,12 +3,16 @@
 
 Schedule (linear MaskGIT): after step t, N − ⌊N·(1 − (t+1)/S)⌋ of the N completion tokens are revealed.
 At each step the tokens are sampled categorically at temperature T (argmax(logits / T + Gumbel), float64
-noise from each row's own generator; MDPO uses T = 0.4); the confidence of a token is its *untempered*
-softmax probability. Recorded per step t (S steps, completion coordinates):
+noise from each row's own generator; MDPO uses T = 0.4); the confidence of a token is its probability under
+the *tempered* distribution softmax(logits / T) (untempered at T = 0, where the draw is the argmax), as in the
+reference. That one confidence orders the commits, is what RCR remembers, and becomes MDPO's loss weight.
+(DESIGN §7's untempered confidence is the rule of LLaDA's semi-AR low-confidence remasking, which the
+semi-AR and EOSER/ASS samplers keep, as LLaDA's `generate.py` does; this sampler follows MDPO's own code.)
+Recorded per step t (S steps, completion coordinates):
 
 - `step_predictions` [N, S, L]: x̂0_t, the sampled tokens at the positions masked in x_t and the committed
   tokens elsewhere — the predicted full completion, which MDPO rewards;
-- `confidence` [N, S, L]: p(x̂0_t) under the model at step t;
+- `confidence` [N, S, L]: p_T(x̂0_t), the tempered probability under the model at step t;
 - `extras["step_masked"]` [N, S, L] bool: the positions masked in the state x_t the model saw, so that
   x_t = where(step_masked_t, MASK, step_predictions_t) (committed tokens are the predictions elsewhere);
 - `unmask_step` [N, L]: the step of each token's last commit (declared only without RCR: with RCR a
@@ -20,14 +24,22 @@ lowest remembered confidence, anywhere in the completion, back down to the sched
 are never re-masked. It is training-free: use it in any trainer's rollouts whose estimator does not need
 `unmask_step` (e.g. `algo=diffu_grpo sampler=maskgit sampler.rcr=true`) and in evaluation.
 
-Checked against autonomousvision/mdpo `src/open_r1/mdpo/mdpo_trainer.py` (`generate` with `overtime_conf`).
-Deviations, on purpose:
-- the schedule is the linear MaskGIT one of the spec over the whole canvas (the released trainer reuses
-  LLaDA's semi-AR block schedule);
-- the Gumbel noise is float64 from per-row generators (the reference: global RNG, float64 through `exp`);
+Checked against autonomousvision/mdpo@e6ae439 `src/mdlm_generation_utils.py` (`diffusion_generate`, which the
+trainer `src/open_r1/mdpo/mdpo_trainer.py` calls): p = softmax(logits / T), x0 ~ Categorical(p), confidence
+p[x0], top-k commits by that confidence, and with RCR the remembered `overtime_confidence`. Deviations, on
+purpose:
+- the schedule is the linear MaskGIT one over the whole canvas; the reference applies the same schedule per
+  block of `block_length` (its MDPO recipe sets block_length = gen_length = 512, i.e. one block, the same);
+- the draw is argmax(logits / T + Gumbel) with float64 noise from per-row generators, the same distribution
+  as the reference's `Categorical` draw from the global RNG;
 - the RCR re-mask candidates are exactly the committed completion tokens (the reference marks uncommitted
   positions with a confidence of 1.0 so that they sort last, which also protects a committed token whose
-  confidence happens to be 1.0 exactly).
+  confidence happens to be 1.0 exactly);
+- `confidence` records the step's own confidences under RCR too; at the positions masked in x_t (the only
+  ones MDPO trains on) they equal the reference's remembered confidences, since RCR commits every masked
+  position at the step;
+- the optional top-k / top-p filters and the `entropy` / `topk_margin` confidences of the reference's
+  generator are not offered (MDPO's recipe uses neither).
 
     sampler = MaskGITSampler(gen_length=512, steps=128, temperature=0.4, rcr=False)
     rollout = sampler.sample(policy, prompt_ids, prompt_mask, row_seeds)
@@ -35,6 +47,7 @@ Deviations, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -61,6 +74,8 @@ class MaskGITSampler:
     temperature: float = 0.4
     rcr: bool = False
     record_steps: bool = True  # False: only the final completion (cheaper evaluation)
+    # MDPO's generator runs LLaDA and Dream (autonomousvision/mdpo `src/mdlm_generation_utils.py`).
+    families: ClassVar[frozenset] = frozenset({"llada", "dream"})
 
     def __post_init__(self):
         if self.steps < 1 or self.steps > self.gen_length:
@@ -72,6 +87,11 @@ class MaskGITSampler:
         if self.record_steps:
             out |= {"step_predictions", "confidence", "step_masked"}
         return frozenset(out)
+
+    def confidence(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """[N, L] probability of `tokens` under softmax(logits / T) (T = 0: the untempered softmax), fp32."""
+        scaled = logits.float() / self.temperature if self.temperature > 0 else logits.float()
+        return torch.softmax(scaled, -1).gather(-1, tokens[..., None]).squeeze(-1)
 
     @torch.no_grad()
     def sample(self, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor) -> Rollout:
@@ -91,7 +111,7 @@ class MaskGITSampler:
             logits = policy.logits(x, attention_mask)[:, p:]
             x0 = gumbel_argmax(logits, self.temperature, gens)
             prediction = torch.where(masked, x0, completion)  # x̂0_t
-            conf = torch.softmax(logits.float(), -1).gather(-1, prediction[..., None]).squeeze(-1)
+            conf = self.confidence(logits, prediction)
             if record is not None:
                 record.append((prediction, conf, masked))
             if self.rcr:

@@ -22,6 +22,7 @@ Deviations from the reference code, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -65,6 +66,8 @@ class SemiARSampler:
     remasking: str = "low_confidence"  # or "random"
     cfg_scale: float = 0.0
     records: frozenset = frozenset({"unmask_step"})
+    # LLaDA's generate.py; every paper that samples with it (d1, GDPO, IGPO, CJ-GRPO) runs LLaDA.
+    families: ClassVar[frozenset] = frozenset({"llada"})
 
     def __post_init__(self):
         if self.remasking not in ("low_confidence", "random"):

@@ -32,8 +32,10 @@ from rl_dlm.loop import Components, LoopSettings, train
 from rl_dlm.models.policy import LoraSettings, Policy, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
+from rl_dlm.sampling.base import check_sampler_family
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker, progress_bar
+from rl_dlm.validation import check_trainer_start
 
 
 @dataclass
@@ -147,6 +149,10 @@ class RLTrainer:
                  correct_reward: str | None = None, tracker: Tracker | None = None):
         self.args = args or self.config_class()
         a = self.args
+        a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{algo_name(type(self))}", a.resume,
+                                         env_world_size(), env_rank() == 0))
+        check_trainer_start(a, model, train_dataset, eval_dataset, reward_funcs,  # before the model loads
+                            make_sampler=None if sampler is not None else self.default_sampler)
         torch.manual_seed(a.seed)  # LoRA initialisation only; the loop uses explicit per-row generators
         if isinstance(model, Policy):
             self.policy = model
@@ -168,8 +174,6 @@ class RLTrainer:
         self.rewards = RewardRunner(as_reward_functions(reward_funcs, a.reward_weights), correct=correct_reward)
         self.components = self.build_components(sampler)
         self.check_components()
-        a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{algo_name(type(self))}", a.resume,
-                                         env_world_size(), env_rank() == 0))
         self.tracker = tracker or Tracker(a.output_dir, a.report_to, config=run_config(self, model),
                                           is_main=env_rank() == 0)
         self.runtime = None  # made by train(): one process, or a DeepSpeed engine per rank
@@ -184,6 +188,7 @@ class RLTrainer:
         raise NotImplementedError
 
     def check_components(self):
+        check_sampler_family(self.components.sampler, self.policy)
         missing = set(self.components.estimator.requires) - set(self.components.sampler.records)
         if missing:
             raise ValueError(

@@ -3,9 +3,13 @@ semi-AR / EOSER / ASS), the trajectory-replay estimator (every step's state rebu
 back-propagated step by step), the clipped token ratio with k3 KL aggregated as a token mean within each
 step then a mean over steps, and r − mean advantages.
 
-Defaults are the paper's: G = 6, ε = 0.5, β = 0.04, μ = 8 (the paper uses 8–12), lr 3e-6, T = 0.9. The
-rollout sampler is a component: `sampler=eoser_ass` (the default of `algo=cj_grpo`), `eoser`, `ass` or
-`semi_ar`; from Python pass `sampler=` (default: EOSER + ASS over `max_completion_length`).
+Defaults are the reference's (yjyddq/EOSER-ASS-RL@5affb4e `cj-grpo/slurm_scripts/train.yaml` and `run.sh`):
+G = 6, ε = 0.5, β = 0.04, μ = 8 (its scripts use 8 for countdown and sudoku, 12 for GSM8K and MATH),
+lr 3e-6, T = 1.0. (The reference's config class says 0.9, d1's value, but every released script runs with the
+train.yaml's 1.0.) The rollout sampler is a component: `sampler=eoser_ass` (the default of `algo=cj_grpo`),
+`eoser`, `ass` or `semi_ar`; from Python pass `sampler=` (default: EOSER + ASS over `max_completion_length`).
+The remaining differences from the reference code are listed in `rl_dlm/likelihood/trajectory_replay.py`,
+`rl_dlm/sampling/full_diffusion.py` and `rl_dlm/sampling/ascending.py`.
 
     from rl_dlm import CJGRPOTrainer, CJGRPOConfig
     trainer = CJGRPOTrainer(model=path, reward_funcs=[f], args=CJGRPOConfig(), train_dataset=rows)
@@ -31,7 +35,7 @@ class CJGRPOConfig(RLConfig):
     beta: float = 0.04
     epsilon: float = 0.5
     learning_rate: float = 3e-6
-    temperature: float = 0.9
+    temperature: float = 1.0  # the reference's train.yaml (its config class's 0.9 is overridden there)
 
 
 class CJGRPOTrainer(RLTrainer):

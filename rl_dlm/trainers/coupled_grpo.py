@@ -4,8 +4,17 @@ t ~ U[0.2, 0.8]), the clipped token ratio with k3 KL, and mean-centred advantage
 
 Defaults are the paper's and the released recipe's (recipes/config_coupled_code.yaml of apple/ml-diffucoder):
 G = 10, μ = 2, ε = 0.5, β = 0.01, lr 1e-6, 5 rows per micro-batch × 2 accumulation steps, the prompt never
-masked. The paper's rollouts use the Dream sampler at T = 1.2; this bundle uses whatever sampler it is given
-(the LLaDA semi-AR sampler by default, T from `temperature`).
+masked. The sampler follows the model family unless one is given: a Dream-family model (Dream, DiffuCoder)
+gets the paper's Dream sampler (entropy confidence, top-p 0.95, `diffusion_steps` steps, T from
+`temperature`, 1.2 by default); a LLaDA model gets LLaDA's semi-AR sampler. A given sampler made for another
+family (the semi-AR sampler on a Dream model) is refused at start-up, naming both (`SemiARSampler.families`,
+`rl_dlm.sampling.base.check_sampler_family`). From the command line pass `sampler=dream` with a Dream model,
+as `recipes/diffucoder_coupled_grpo.yaml` does.
+
+Differences from the reference code: the estimator's are in `rl_dlm/likelihood/coupled.py` (per-row t), the
+Dream sampler's in `rl_dlm/sampling/dream.py`; the advantage is mean-centred by default (the released code
+hard-codes leave-one-out: `leave_one_out=True`), and the DiffuCoder recipe trains LoRA adapters with a cosine
+schedule (the reference tunes every weight and decays to 0.1 × lr).
 
     from rl_dlm import CoupledGRPOTrainer, CoupledGRPOConfig
     trainer = CoupledGRPOTrainer(model=path, reward_funcs=[f], args=CoupledGRPOConfig(), train_dataset=rows)
@@ -19,6 +28,7 @@ from rl_dlm.advantages import get_advantage
 from rl_dlm.likelihood.coupled import CoupledEstimator
 from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
+from rl_dlm.sampling.dream import DreamSampler
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -47,6 +57,13 @@ class CoupledGRPOConfig(RLConfig):
 
 class CoupledGRPOTrainer(RLTrainer):
     config_class = CoupledGRPOConfig
+
+    def default_sampler(self):
+        if self.policy.family.name != "dream":
+            return super().default_sampler()
+        a = self.args
+        return DreamSampler(gen_length=a.max_completion_length, steps=a.diffusion_steps, temperature=a.temperature,
+                            top_p=0.95, alg="entropy")
 
     def build_components(self, sampler) -> Components:
         a = self.args

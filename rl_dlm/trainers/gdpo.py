@@ -3,9 +3,13 @@
 
 Defaults are the paper's: 3 nodes, ε = 0.5, β = 0, μ = 12, lr 3e-7, T = 0.9, G = 6; the prompt is never
 masked. Options: `elbo_nodes`, `elbo_sampler` ("gauss_legendre" | "monte_carlo"), `elbo_mask_count`
-("floor" | "bernoulli"; default by sampler), and `full_canvas` (the reference's L = every canvas slot; it
-sets the estimator's scored tokens and the objective's normaliser together). β > 0 adds a sequence-level
-KL (see rl_dlm/objectives_sequence.py).
+("floor" | "bernoulli"; default by sampler), `full_canvas` (the official code's L = every canvas slot; it
+sets the estimator's scored tokens and the objective's normaliser together) and `mask_tail` (hide the slots
+after end-of-turn in every view; by default they stay visible and unscored, as in NeMo-RL's port). β > 0 adds
+a sequence-level KL (see rl_dlm/objectives_sequence.py). The defaults are also the official scripts'
+(KevinRojas1499/GDPO@1918683 `gdpo/slurm_scripts/`: gauss-3, μ = 12, lr 3e-7, β = 0, ε = 0.5, G = 6); the
+remaining differences from its code are listed in `rl_dlm/likelihood/elbo.py` and
+`rl_dlm/objectives_sequence.py`.
 
     from rl_dlm import GDPOTrainer, GDPOConfig
     trainer = GDPOTrainer(model=path, reward_funcs=[f], args=GDPOConfig(), train_dataset=rows)
@@ -34,7 +38,7 @@ class GDPOConfig(RLConfig):
     elbo_sampler: str = "gauss_legendre"
     elbo_mask_count: str | None = None  # None: "floor" (Gauss–Legendre) or "bernoulli" (Monte Carlo)
     full_canvas: bool = False
-    mask_tail: bool = False  # mask the slots after end-of-turn in every view (see rl_dlm/likelihood/elbo.py)
+    mask_tail: bool = False  # True: mask the slots after end-of-turn in every view (rl_dlm/likelihood/elbo.py)
 
     def __post_init__(self):
         super().__post_init__()

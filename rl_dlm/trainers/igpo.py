@@ -1,9 +1,10 @@
 """IGPO (arXiv 2509.10396): semi-AR rollouts; when every sample of a group is wrong (by the correctness reward),
-the group is regenerated with chunks of the reference reasoning trace fixed in the canvas and up to 4 correct
-hinted samples replace its first slots (`rl_dlm.sampling.inpainting.HintRefiner`, loop stage 2b); the
-one-step estimator with the prompt never masked; the clipped ratio (token level, or `importance_sampling_level
-="sequence"`) with k3 KL on the tokens kept by the entropy filter (every self-generated token and the top
-τ = 20% of hint tokens by old-policy entropy); r − mean advantages.
+the group is regenerated with chunks of the reference reasoning trace fixed in the canvas and a random subset
+of up to 4 correct hinted samples replaces its first slots (`rl_dlm.sampling.inpainting.HintRefiner`, loop
+stage 2b); the one-step estimator with the prompt never masked; the clipped ratio (token level, or
+`importance_sampling_level="sequence"`) with k3 KL on the tokens kept by the entropy filter (every
+self-generated token and the top τ = 20% of hint tokens by old-policy entropy, max(1, ⌊τ·n⌋) of n);
+r − mean advantages.
 
 Defaults are the paper's: T = 1.2, G = 8, ε = 0.2, β = 0.01, μ = 4, lr 5e-7, 256 tokens, block 32, 128 steps,
 chunks of 5–10 tokens, η ~ U[0.2, 0.6], stretch ≤ 1.5, gaps ≤ 100, the answer chunk not revealed. The reference
@@ -12,6 +13,11 @@ embedded and the hub tasks). On the embedded tasks `hint_column=completion` (the
 tags; its last chunk, the answer, stays hidden) lets 4× more hinted samples succeed (20% vs 5% on countdown, G =
 4, T = 1.2), because the hints then sit where the tiny model writes them. IGPO needs the task's correctness
 reward (`task.correct_reward`, or `correct_reward=` in Python).
+
+The ratio is token-level by default (the paper's objective); the reference's released run script
+(facebookresearch/igpo@e85eaea `run_igpo.sh`) trains with `use_gspo=true`, i.e. `importance_sampling_level=
+"sequence"` here. The inpainting stage's remaining differences from the reference code are listed in
+`rl_dlm/sampling/inpainting.py`.
 
     from rl_dlm import IGPOTrainer, IGPOConfig
     trainer = IGPOTrainer(model=path, reward_funcs={"correct": f}, args=IGPOConfig(), train_dataset=rows,

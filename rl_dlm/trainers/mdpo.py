@@ -7,8 +7,11 @@ predictions at the masked positions of each kept state, with k2 KL. Components: 
 
 Defaults are the paper's: T = 0.4, 128 steps, k = 8, β = 0.02, μ = 1 (on-policy, ratio ≡ 1), lr 7e-7;
 the paper generates 512 tokens and fine-tunes fully (here: `max_completion_length` and LoRA, as every
-trainer). Running confidence remasking is a sampler option: `sampler.rcr=true`, or
-`MaskGITSampler(rcr=True)`.
+trainer). The reference's released demo config (autonomousvision/mdpo@e6ae439
+`recipes/LLaDA-Instruct/mdpo/config_demo.yaml`) differs from the paper: T = 0.1, 16 trained steps, β = 0,
+lr 1e-5, G = 4; pass those keys to reproduce it. As in the reference, the temperature-T softmax gives the
+commit order, the RCR confidences, the loss weights and the replayed log-probs. Running confidence remasking
+is a sampler option: `sampler.rcr=true`, or `MaskGITSampler(rcr=True)`.
 
     from rl_dlm import MDPOTrainer, MDPOConfig
     trainer = MDPOTrainer(model=path, reward_funcs=[f], args=MDPOConfig(), train_dataset=rows)

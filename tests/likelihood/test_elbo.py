@@ -236,3 +236,20 @@ def test_policy_equal_old_gives_sequence_ratio_one_and_no_clipping(tiny_lora_pol
     loss, stats = objective(logp, old, ref, torch.tensor([1.0, -1.0, 0.5, -0.5]), rollout.completion_mask)
     assert stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0 and stats["kl"] == 0.0
     assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_gdpo_default_leaves_the_tail_visible_and_unscored_as_nemo_rl():
+    # NeMo-RL's port masks and scores only the response and shows the padding after it in every view; the
+    # official code (full_canvas) masks and scores it at the node's rate. GDPO's default is the former.
+    from rl_dlm.trainers.gdpo import GDPOConfig
+
+    est = GDPOConfig().estimator()
+    assert (est.full_canvas, est.mask_tail) == (False, False)
+    est.mask_id = 99
+    lengths = [1, 5, 12]
+    rollout = _rollout_with_lengths(lengths)
+    plan = est.plan(rollout, 0)
+    for i, length in enumerate(lengths):
+        assert torch.equal(plan.input_ids[i, :, 3 + length:],
+                           rollout.completion_ids[i, length:].expand(est.nodes, -1))  # visible, as generated
+        assert (plan.weights[i, :, length:] == 0).all()  # never scored

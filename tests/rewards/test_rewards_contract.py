@@ -51,17 +51,25 @@ def test_doctests(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
-    if name not in ("rewards._sandbox_scripts",):
+    if name not in ("rewards._sandbox_scripts", "rewards._sandbox_confinement"):
         assert result.attempted > 0, f"{name} has no runnable example"
 
 
-def test_conf_files_have_exactly_target_and_weight():
+def test_conf_files_have_target_weight_and_only_real_knobs():
+    """Every key besides ``_target_`` and ``weight`` is a keyword-only parameter of the function (passed to it
+    by the trainer's ``instantiate``); the code rewards expose the sandbox's output cap."""
     assert {p.stem for p in CONFS} == EXPECTED_CONFS
+    functions = _reward_functions()
     for path in CONFS:
         cfg = yaml.safe_load(path.read_text())
-        assert set(cfg) == {"_target_", "weight"}, path.name
+        assert {"_target_", "weight"} <= set(cfg), path.name
         assert isinstance(cfg["weight"], float)
-    assert all(callable(f) for f in _reward_functions().values())
+        params = inspect.signature(functions[path.stem]).parameters
+        for key in set(cfg) - {"_target_", "weight"}:
+            assert key in params and params[key].kind is inspect.Parameter.KEYWORD_ONLY, (path.name, key)
+    for name in ("unit_test", "diffucoder_code"):
+        assert yaml.safe_load((ROOT / "conf" / "reward" / f"{name}.yaml").read_text())["max_output_bytes"] is None
+    assert all(callable(f) for f in functions.values())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_CONFS))

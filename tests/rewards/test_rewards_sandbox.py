@@ -8,13 +8,16 @@ MBPP-style assert list and the HumanEval-style ``check(candidate)`` program.
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import time
 import uuid
+import warnings
 
 import pytest
 
 from rewards import sandbox
-from rewards.code import unit_test_reward
+from rewards.code import diffucoder_code_reward, unit_test_reward
 from rewards.sandbox import MARKER, SandboxUnavailable, run_tests
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -171,13 +174,13 @@ def test_secret_control_is_meaningful(monkeypatch):
 
 
 def test_host_tmp_is_not_visible(tmp_path):
-    """Writes to the host's /tmp land in a private tmpfs (or fail), never on the host."""
+    """Writes to the host's /tmp fail, never reach the host; the working directory is scratch space that starts empty."""
     target = tmp_path / "pwned"
     code = f"def add(a, b):\n    open({str(target)!r}, 'w').write('x')\n    return a + b"
     run_tests(code, ASSERTS, timeout=2)
     assert not target.exists()
-    ok = "import os\ndef add(a, b):\n    open('/tmp/scratch', 'w').write('x')\n    return a + b + len(os.listdir('/tmp')) - 2"
-    assert run_tests(ok, ASSERTS, timeout=2).passed == [True, True]   # scratch space works, and starts empty
+    ok = "import os\ndef add(a, b):\n    open('scratch', 'w').write('x')\n    return a + b + len(os.listdir('.')) - 1"
+    assert run_tests(ok, ASSERTS, timeout=2).passed == [True, True]
 
 
 def test_candidate_cannot_shadow_builtins_used_by_tests():
@@ -209,6 +212,10 @@ def test_user_namespace_mode(monkeypatch):
     assert run_tests("def add(a, b):\n    return a + b", ASSERTS).passed == [True, True]
     for name in ("forge_success_token", "kill_parent", "write_outside_tempdir", "os_exit_in_call"):
         assert run_tests(CASES[name], ASSERTS, timeout=1.5).passed == [False, False], name
+    for name in ("write_private_tmp", "write_through_symlink_in_cwd", "non_daemon_thread_sleeps_forever", "stdout_over_cap"):
+        assert run_tests(ABUSE[name], ASSERTS, timeout=1).passed == [False, False], name
+    for name in ("prints_a_few_lines", "writes_in_its_working_directory"):
+        assert run_tests(CONTROLS[name], ASSERTS, timeout=1).passed == [True, True], name
     assert not REPO_FILE.exists()
 
 
@@ -223,6 +230,148 @@ def test_plain_mode_refuses_or_needs_opt_in(monkeypatch):
     if not all(sandbox._world_usable(p) for p in (os.sys.executable, os.sys.base_prefix, os.sys.prefix)):
         with pytest.raises(SandboxUnavailable):
             run_tests("def add(a, b):\n    return a + b", ASSERTS, allow_plain=True)
+
+
+# Passing while abusing the sandbox scores 0. Each candidate is a *right* add() plus an abuse that the sandbox
+# contains (nothing leaks, nothing survives) but that a reward must not pay for: RL optimises such loopholes.
+HONEST = "def add(a, b):\n    return a + b"
+OUTSIDE_WRITE = ("import os\ndef add(a, b):\n    try:\n{prepare}        with open({path!r}, 'w') as f:\n"
+                 "            f.write(str(a + b))\n        return int(open({path!r}).read())\n    except OSError:\n"
+                 "        return -1")
+ABUSE = {
+    "non_daemon_thread_sleeps_forever": "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,)).start()\n" + HONEST,
+    "non_daemon_thread_started_by_a_call": ("import threading, time\ndef add(a, b):\n"
+                                            "    threading.Thread(target=time.sleep, args=(3600,)).start()\n    return a + b"),
+    "atexit_handler_never_returns": "import atexit, time\natexit.register(time.sleep, 3600)\n" + HONEST,
+    "stdout_over_cap": "def add(a, b):\n    print('x' * (1 << 20))\n    return a + b",
+    "stderr_over_cap_at_import": "import os\nfor _ in range(17):\n    os.write(2, b'y' * 65536)\n" + HONEST,
+    "stdout_over_cap_from_a_thread": ("import sys, threading\nt = threading.Thread(target=sys.stdout.write, args=('z' * (2 << 20),))\n"
+                                      "t.start()\nt.join()\n" + HONEST),
+    "write_private_tmp": OUTSIDE_WRITE.format(prepare="", path="/tmp/side"),
+    "write_var_tmp": OUTSIDE_WRITE.format(prepare="", path="/var/tmp/side"),
+    "write_dev_shm": OUTSIDE_WRITE.format(prepare="", path="/dev/shm/side"),
+    "write_parent_of_cwd": OUTSIDE_WRITE.format(prepare="", path="../side"),
+    "write_through_symlink_in_cwd": OUTSIDE_WRITE.format(
+        prepare="        os.path.lexists('link') or os.symlink('/tmp/side2', 'link')\n", path="link"),
+    # where /tmp is read-only, try a fresh user + mount namespace with a writable tmpfs over it
+    "write_tmp_after_unshare_and_mount": OUTSIDE_WRITE.format(
+        prepare=("        if not os.access('/tmp', os.W_OK):\n            libc = __import__('ctypes').CDLL(None)\n"
+                 "            libc.unshare(0x10000000 | 0x00020000)\n"
+                 "            libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)\n"), path="/tmp/side"),
+    "mkdir_outside_cwd": "import os\ndef add(a, b):\n    os.makedirs('/tmp/d/e', exist_ok=True)\n    return a + b",
+    "rename_out_of_cwd": ("import os\ndef add(a, b):\n    open('f', 'w').write('x')\n    os.rename('f', '/tmp/f')\n"
+                          "    return a + b if os.path.exists('/tmp/f') else -1"),
+}
+# need allow_fork=True (the code rewards never set it: forks fail there)
+ABUSE_FORKING = {
+    "forked_child_sleeps": "import os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\n" + HONEST,
+    "subprocess_left_running": ("import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
+                                + HONEST),
+    "setsid_grandchild_left_running": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                                       "        time.sleep(3600)\n    os._exit(0)\nos.wait()\n" + HONEST),
+}
+CONTROLS = {
+    "prints_a_few_lines": ("import sys\nprint('loading')\ndef add(a, b):\n    print('add', a, b)\n"
+                           "    print('debug', file=sys.stderr)\n    return a + b"),
+    "daemon_thread_that_finishes": ("import threading, time\nt = threading.Thread(target=time.sleep, args=(0.05,), daemon=True)\n"
+                                    "t.start()\n" + HONEST),
+    "non_daemon_thread_that_finishes": "import threading, time\nthreading.Thread(target=time.sleep, args=(0.05,)).start()\n" + HONEST,
+    # a daemon thread does not keep a program alive: it ends with the process, nothing is left running
+    "daemon_thread_still_sleeping": "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n" + HONEST,
+    "writes_in_its_working_directory": (
+        "import os, tempfile\ndef add(a, b):\n    with open('scratch.txt', 'w') as f:\n        f.write(str(a + b))\n"
+        "    fd, path = tempfile.mkstemp()\n    os.write(fd, b'1')\n    os.close(fd)\n    os.remove(path)\n"
+        "    os.makedirs('d/e', exist_ok=True)\n    os.replace('scratch.txt', 'd/e/s.txt')\n    return int(open('d/e/s.txt').read())"),
+    "writes_to_dev_null": "import os\ndef add(a, b):\n    with open(os.devnull, 'w') as f:\n        f.write('x' * (4 << 20))\n    return a + b",
+}
+CONTROLS_FORKING = {
+    "child_that_exits": "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n" + HONEST,
+    "subprocess_that_finishes": ("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(1)'], check=True, "
+                                 "capture_output=True)\n" + HONEST),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABUSE) + sorted(ABUSE_FORKING))
+def test_passing_while_abusing_the_sandbox_scores_zero(name):
+    code, allow_fork = (ABUSE[name], False) if name in ABUSE else (ABUSE_FORKING[name], True)
+    r1 = run_tests(code, ASSERTS, timeout=1, allow_fork=allow_fork)
+    r2 = run_tests(code, CHECK, "add", timeout=1, allow_fork=allow_fork)
+    assert r1.passed == [False, False], r1
+    assert r2.passed == [False], r2
+    if not name.startswith(("write", "mkdir", "rename")):  # those fail their asserts: the write raised
+        assert r1.status == r2.status == "abuse", (r1, r2)
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLS) + sorted(CONTROLS_FORKING))
+def test_controls_still_pass(name):
+    code, allow_fork = (CONTROLS[name], False) if name in CONTROLS else (CONTROLS_FORKING[name], True)
+    r1 = run_tests(code, ASSERTS, timeout=1, allow_fork=allow_fork)
+    r2 = run_tests(code, CHECK, "add", timeout=1, allow_fork=allow_fork)
+    assert (r1.passed, r1.status, r2.passed, r2.status) == ([True, True], "ok", [True], "ok"), (r1, r2)
+
+
+def test_output_cap_is_exact_and_a_reward_knob():
+    """stdout and stderr count together; exactly the cap passes, one byte more scores 0 (reward config knob)."""
+    def code(n_out, n_err):
+        return f"import os\nos.write(1, b'o' * {n_out})\nos.write(2, b'e' * {n_err})\n" + HONEST
+    assert run_tests(code(600, 400), ASSERTS, timeout=1, max_output_bytes=1000).passed == [True, True]
+    over = run_tests(code(600, 401), ASSERTS, timeout=1, max_output_bytes=1000)
+    assert (over.passed, over.status, over.info["output_bytes"]) == ([False, False], "abuse", 1001)
+    block = "```python\n" + code(600, 401) + "\n```"
+    assert unit_test_reward([block], tests=[ASSERTS], max_output_bytes=1000) == [0.0]
+    assert unit_test_reward([block], tests=[ASSERTS], max_output_bytes=None) == [1.0]  # default: 1 MiB
+    assert diffucoder_code_reward(None, [block], tests=[ASSERTS], max_output_bytes=1000) == [0.5]  # format only
+
+
+@pytest.mark.skipif(sandbox.isolation() != "ns", reason="mount namespaces are not available here")
+def test_everything_but_the_working_directory_is_mounted_read_only():
+    code = ("import os\ndef mounts():\n    return [(l.split()[4], l.split()[5].split(',')[0]) for l in open('/proc/self/mountinfo')]\n"
+            "def cwd():\n    return (os.getcwd(), os.environ['HOME'], os.environ['TMPDIR'])")
+    tests = ["m = dict(mounts())", "assert cwd() == ('/tmp/work',) * 3 and m['/tmp/work'] == 'rw'",
+             "assert m['/'] == m['/tmp'] == m['/var/tmp'] == m['/dev/shm'] == 'ro'",
+             "assert [p for p, opt in mounts() if opt != 'ro'] == ['/tmp/work']"]
+    assert run_tests(code, tests).passed == [True, True, True]
+
+
+def test_unconfined_writes_are_reported_once(monkeypatch):
+    """Where neither the read-only mounts nor Landlock were in force, a warning says so, once per process."""
+    monkeypatch.setattr(sandbox, "_WARNED_WRITES", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sandbox._warn_if_writes_unconfined({"ro": True, "tmp_ro": True, "landlock": 0})  # mounts
+        sandbox._warn_if_writes_unconfined({"ro": False, "tmp_ro": False, "landlock": 7})  # Landlock
+        assert caught == []
+        sandbox._warn_if_writes_unconfined({"ro": True, "tmp_ro": False, "landlock": 0})
+        sandbox._warn_if_writes_unconfined({})
+    assert [str(w.message).startswith("rewards.sandbox: neither") for w in caught] == [True]
+
+
+def test_landlock_alone_confines_writes_to_the_working_directory(tmp_path):
+    """Without mount namespaces (plain mode) Landlock alone keeps the filesystem read-only outside the working
+    directory: each write below is tried in a confined process, which reports which ones succeeded."""
+    from rewards._sandbox_confinement import LANDLOCK_SRC
+
+    probe = subprocess.run([sys.executable, "-I", "-c", LANDLOCK_SRC + "print(landlock_abi())"], capture_output=True, text=True)
+    if int(probe.stdout) == 0:
+        pytest.skip("this kernel has no Landlock")
+    work, outside = tmp_path / "work", tmp_path / "outside.txt"
+    work.mkdir()
+    outside.write_text("keep")
+    attempts = {
+        "create_in_work": "open(W + '/a', 'w').write('x')", "mkdir_in_work": "os.mkdir(W + '/d')",
+        "rename_in_work": "os.rename(W + '/a', W + '/d/a')", "dev_null": "open(os.devnull, 'w').write('x')",
+        "create_outside": "open(T + '/b', 'w').write('x')", "append_outside": "open(O, 'a').write('x')",
+        "truncate_outside": "os.truncate(O, 0)", "remove_outside": "os.remove(O)", "mkdir_outside": "os.mkdir(T + '/e')",
+        "rename_out_of_work": "os.rename(W + '/d/a', T + '/a')",
+        "symlink_escape": "os.symlink(O, W + '/link'); open(W + '/link', 'w').write('x')",
+    }
+    script = LANDLOCK_SRC + (f"import os\nW, T, O = {str(work)!r}, {str(tmp_path)!r}, {str(outside)!r}\n"
+                             "confine_writes(W, landlock_abi())\nfor name, stmt in " + repr(attempts) + ".items():\n"
+                             "    try:\n        exec(stmt)\n        print(name)\n    except OSError:\n        pass\n")
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["create_in_work", "mkdir_in_work", "rename_in_work", "dev_null"]
+    assert outside.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["outside.txt", "work"]
 
 
 def test_zz_no_sandbox_process_left_behind():

@@ -10,7 +10,7 @@ from rl_dlm.advantages import mean_centred
 from rl_dlm.data.prompts import encode_prompts
 from rl_dlm.loop import batch_row_seeds, generate, score_rollout
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
-from rl_dlm.sampling.inpainting import HintRefiner, HintSettings, entropy_filter, plan_hints
+from rl_dlm.sampling.inpainting import HintRefiner, HintSettings, entropy_filter, pick_replacements, plan_hints
 from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import SemiARSampler
 
@@ -87,16 +87,82 @@ def test_entropy_filter_keeps_top_fraction_of_hints_and_every_generated_token():
     entropy = torch.arange(48, dtype=torch.float32).reshape(3, 16).flip(1)  # decreasing along each row
     hint = torch.zeros(3, 16, dtype=torch.bool)
     hint[0, [1, 3, 5, 7, 9]] = True  # n = 5 → ⌈0.2·5⌉ = 1 kept: slot 1 (highest entropy)
-    hint[1, :12] = True  # n = 12 → ⌈2.4⌉ = 3 kept: slots 0, 1, 2
+    hint[1, :12] = True  # n = 12 → max(1, ⌊2.4⌋) = 2 kept: slots 0, 1
     completion = torch.ones(3, 16, dtype=torch.bool)
     completion[1, 14:] = False
     kept = entropy_filter(entropy, hint, completion, 0.2)
     assert kept[0].tolist() == [not h or i == 1 for i, h in enumerate(hint[0].tolist())]
-    assert kept[1].tolist() == [True] * 3 + [False] * 9 + [True, True, False, False]
+    assert kept[1].tolist() == [True] * 2 + [False] * 10 + [True, True, False, False]
     assert kept[2].all()  # no hints: every generated token
     one = torch.zeros(1, 16, dtype=torch.bool)
     one[0, 4] = True  # a single hint token is always kept (at least 1)
     assert entropy_filter(entropy[:1], one, completion[:1], 0.2).all()
+
+
+@pytest.mark.parametrize("n, kept", [(1, 1), (4, 1), (5, 1), (9, 1), (10, 2), (14, 2), (15, 3), (16, 3)])
+def test_entropy_filter_keeps_the_references_count_of_hint_tokens(n, kept):
+    # The reference keeps max(1, int(n·τ)) hint tokens (τ = 0.2): a floor, so 9 hints keep 1 and 14 keep 2
+    # (a ceiling would keep 2 and 3).
+    entropy = torch.arange(16, dtype=torch.float32).flip(0)[None]
+    hint = torch.zeros(1, 16, dtype=torch.bool)
+    hint[0, :n] = True
+    out = entropy_filter(entropy, hint, torch.ones(1, 16, dtype=torch.bool), 0.2)
+    assert int((out & hint).sum()) == kept
+    assert out[0, :kept].all()  # the highest-entropy hints
+
+
+def test_replacements_are_a_uniform_random_subset_seeded_per_row():
+    correct = [True] * 6 + [False] * 2  # η sorted ascending: the first correct samples are the least hinted
+    counts = [0] * 8
+    for g in range(600):
+        seeds = list(range(8 * g, 8 * g + 8))
+        picked = pick_replacements(correct, seeds, 4)
+        assert len(picked) == 4 and all(correct[j] for j in picked) and picked == sorted(picked)
+        assert pick_replacements(correct, seeds, 4) == picked  # a function of the seeds
+        counts = [c + (j in picked) for j, c in enumerate(counts)]
+    # Each correct sample is kept with probability 4/6 (binomial sd ≈ 0.019 over 600 groups).
+    assert all(abs(c / 600 - 4 / 6) < 0.08 for c in counts[:6]) and counts[6:] == [0, 0]
+    # Seeded per row: a sample's chance depends on its own seed only, so reordering the rows reorders the picks,
+    # and another seed for a wrong sample changes nothing.
+    seeds = [11, 12, 13, 14, 15, 16, 17, 18]
+    picked = pick_replacements(correct, seeds, 4)
+    assert pick_replacements(correct[::-1], seeds[::-1], 4) == sorted(7 - j for j in picked)
+    assert pick_replacements(correct, seeds[:7] + [99], 4) == picked
+    assert pick_replacements(correct, seeds, 10) == [0, 1, 2, 3, 4, 5]  # fewer winners than the cap: all
+
+
+def test_refiner_replaces_with_the_per_row_random_subset(tiny_policy):
+    # One all-wrong group of 8; the hinted sampler marks each sample j with token 40 + j, and samples 0–5 are
+    # correct. The 4 that take the group's first slots are pick_replacements' choice, not always 0–3.
+    from rl_dlm.reward_runner import RewardResult
+    from rl_dlm.sampling.rollout import Rollout
+
+    ids, mask = encode_prompts(tiny_policy.tokenizer, [ROWS[0]["prompt"]], None)
+    ids, mask, length = ids.repeat(8, 1), mask.repeat(8, 1), 16
+
+    class Marking:
+        def sample(self, policy, prompt_ids, prompt_mask, seeds, hint_ids=None):
+            marks = (40 + torch.arange(prompt_ids.shape[0]))[:, None].expand(-1, length).clone()
+            return Rollout.from_canvas(prompt_ids, prompt_mask, marks, seeds, policy.stop_id,
+                                       hint_mask=hint_ids >= 0)
+
+    def score(r):
+        ok = ((r.completion_ids[:, 0] >= 40) & (r.completion_ids[:, 0] < 46)).float()
+        return RewardResult(total=ok, per_function={"correct": ok})
+
+    chosen = set()
+    for g in range(12):
+        seeds = list(range(8 * g, 8 * g + 8))
+        rollout = Rollout(prompt_ids=ids, prompt_mask=mask, completion_ids=torch.zeros(8, length, dtype=torch.long),
+                          completion_mask=torch.ones(8, length, dtype=torch.bool),
+                          group_ids=torch.zeros(8, dtype=torch.long), row_seeds=torch.tensor(seeds))
+        refiner = HintRefiner(sampler=Marking(), is_correct=lambda per: per["correct"] >= 1, hints=FIXED5)
+        mixed, _ = refiner(tiny_policy, rollout, [ROWS[0]], score(rollout), score)
+        sources = (mixed.completion_ids[:4, 0] - 40).tolist()
+        assert sources == pick_replacements([True] * 6 + [False] * 2, seeds, 4)
+        assert (mixed.completion_ids[4:] == 0).all()
+        chosen |= set(sources)
+    assert chosen == set(range(6))  # every correct sample gets in sometimes
 
 
 def _marker_reward(completions, force=None, **kw):
