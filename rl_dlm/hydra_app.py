@@ -288,7 +288,7 @@ def train_main(argv: list[str]) -> None:
         cfg.output_dir = str(run_dir)
     trainer.tracker.snapshot = OmegaConf.to_container(cfg, resolve=True)  # run_dir/config.yaml
     say = trainer.tracker.message  # prints on the main process only
-    say(f"rl-dlm train: recipe={cfg.recipe_name} algo={cfg.trainer.rsplit('.', 1)[-1]} task={cfg.task.name} "
+    say(f"rl-dlm train: recipe={cfg.recipe_name} algo={cfg.algo_name} task={cfg.task.name} "
         f"model={cfg.model.path} max_steps={cfg.max_steps}")
     greedy = protocol_sampler(trainer.greedy_sampler(), cfg.eval.steps_per_token)
     before = (trainer.evaluate(batch_size=cfg.eval.batch_size, sampler=greedy, desc="eval before")

@@ -163,12 +163,18 @@ class Tracker:
 
 def progress_bar(total: int, disable: bool = False):
     """A tqdm bar over optimizer steps, fed by the loop's `progress(step, info)` callback; the reward is its
-    postfix. Step lines and messages use `tqdm.write`, which clears and redraws the bar around them."""
-    bar = tqdm(total=total, desc="train", unit="step", disable=disable)
+    postfix. Step lines and messages use `tqdm.write`, which clears and redraws the bar around them. The bar is
+    drawn at the first call (the trainer makes it with the start step, after resume has said what it loaded),
+    so nothing printed before training lands on its line."""
+    bar = None
 
     def update(step: int, info: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="train", unit="step", disable=disable)
         bar.update(step - bar.n)
-        bar.set_postfix(reward=f"{info.get('reward', float('nan')):.3f}")
+        if "reward" in info:
+            bar.set_postfix(reward=f"{info['reward']:.3f}")
         if step >= total:
             bar.close()
 

@@ -239,6 +239,7 @@ class RLTrainer:
         self.policy.model.train()
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
         progress = progress or progress_bar(a.max_steps, disable=not runtime.is_main)
+        progress(start, {})  # the bar appears now, after the resume messages
         with autocast:
             history = train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
                             self.tracker, start_step=start, on_step=on_step, progress=progress, runtime=runtime)
