@@ -245,6 +245,7 @@ def test_train_commands_compose_and_build_their_trainer(name, overrides, tokeniz
     trainer_cls, config_cls = TRAINERS[name]
     assert resolve(cfg.trainer) is trainer_cls, f"`rl-dlm train {' '.join(overrides)}` runs {cfg.trainer}, not {name}"
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
+    values["output_dir"] = str(tmp_path)  # start-up creates the run directory: not in the checkout
     args = config_cls(**dataclass_kwargs(config_cls, values, "config"))
     sampler = instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
     trainer = trainer_cls(make_tiny_policy(tokenizer, lora=True), reward_functions(cfg.task), args=args,
