@@ -19,5 +19,6 @@ install: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/rl-dlm train
 
+# pyproject.toml's addopts already has -q; a second -q (-qq) would hide pytest's "N passed" summary line.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest

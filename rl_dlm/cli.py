@@ -4,6 +4,7 @@
     rl-dlm eval  [recipe=...] [key=value ...]                      held-out accuracy of a model
     rl-dlm sft   [--output DIR] [--steps N] [--device cuda] ...    masked-diffusion SFT of the embedded model
     rl-dlm export CHECKPOINT OUT_DIR [--base PATH] [--dtype bfloat16]   merge a LoRA adapter for serving
+    rl-dlm plot  RUN_DIR                                           reward and accuracy against step (metrics.png)
 
 Errors found at start-up (a bad key, value, path or dataset row) print as one line naming it and the fix, and
 exit with status 2; `--debug` (anywhere on the line) or HYDRA_FULL_ERROR=1 shows the full traceback instead.
@@ -23,7 +24,9 @@ def sft_main(argv: list[str]) -> None:
 
     defaults = SFTSettings()
     parser = argparse.ArgumentParser(prog="rl-dlm sft", description="Masked-diffusion SFT of the embedded model")
-    parser.add_argument("--output", default=defaults.output)
+    parser.add_argument("--output", default=defaults.output,
+                        help="model directory (default: a new outputs/sft-<time>; the shipped "
+                             "checkpoints/tiny-llada is written only when named here)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -44,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
     argv = [a for a in argv if a != "--debug"]
     from rl_dlm.export import export_main
+    from rl_dlm.plot import plot_main
     from rl_dlm.validation import ConfigError
 
-    commands = {"sft": sft_main, "export": export_main}
+    commands = {"sft": sft_main, "export": export_main, "plot": plot_main}
     try:
         from rl_dlm.hydra_app import eval_main, train_main
 

@@ -46,8 +46,9 @@ import torch
 from torch import Tensor
 
 from rl_dlm.checkpoint import load_local_state, save_local_state
+from rl_dlm.resources import ROOT
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "deepspeed"
+CONF_DIR = ROOT / "conf" / "deepspeed"
 
 
 def env_world_size() -> int:

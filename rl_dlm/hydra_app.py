@@ -29,12 +29,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rl_dlm.config import dataclass_kwargs, instantiate, resolve
+from rl_dlm.resources import ROOT  # conf/, recipes/, checkpoints/: the checkout's, or the wheel's copy
 from rl_dlm.validation import (ConfigError, check_data_files, check_model_path, check_output_dir,
                                check_resume_and_deepspeed, check_rows, check_values, interpolated_keys,
                                sampler_keys_as, start_up)
 
-ROOT = Path(os.environ.setdefault("RL_DLM_HOME", str(Path(__file__).resolve().parents[1])))
-RUN_KEYS = {"trainer", "model", "task", "sampler", "eval", "recipe_name"}
+RUN_KEYS = {"trainer", "model", "task", "sampler", "eval", "recipe_name", "algo_name"}
 
 
 def register_args():
@@ -77,7 +77,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
         del cfg["hydra"]
         apply_algo_settings(cfg, algo, rest, recipe)
         cfg.recipe_name = recipe
+        cfg.algo_name = _algo_name(cfg.trainer)  # the default output_dir names the algorithm
     return cfg
+
+
+def _algo_name(trainer: str) -> str:
+    from rl_dlm.runs import algo_name
+
+    try:
+        return algo_name(resolve(trainer))
+    except Exception:  # noqa: BLE001  an unknown trainer is reported where it is built, not here
+        return str(trainer).rsplit(".", 1)[-1]
 
 
 def _searchpath_override() -> str:
@@ -258,17 +268,9 @@ def protocol_sampler(sampler, steps_per_token: float):
 
 def progress_bar(total: int):
     """A tqdm bar over optimizer steps (main process only), fed by the loop's progress callback."""
-    from tqdm.auto import tqdm
+    from rl_dlm.tracking import progress_bar as bar
 
-    bar = tqdm(total=total, desc="train", unit="step", disable=os.environ.get("RANK", "0") != "0")
-
-    def update(step: int, info: dict) -> None:
-        bar.update(step - bar.n)
-        bar.set_postfix(reward=f"{info.get('reward', float('nan')):.3f}")
-        if step >= total:
-            bar.close()
-
-    return update
+    return bar(total, disable=os.environ.get("RANK", "0") != "0")
 
 
 def train_main(argv: list[str]) -> None:
@@ -281,8 +283,12 @@ def train_main(argv: list[str]) -> None:
     start = time.time()
     with start_up():
         trainer = build(cfg)
+    run_dir = Path(trainer.args.output_dir)  # output_dir, or output_dir-2, ... when it holds another run
+    with _open(cfg):
+        cfg.output_dir = str(run_dir)
+    trainer.tracker.snapshot = OmegaConf.to_container(cfg, resolve=True)  # run_dir/config.yaml
     say = trainer.tracker.message  # prints on the main process only
-    say(f"rl-dlm train: recipe={cfg.recipe_name} algo={cfg.trainer.rsplit('.', 1)[-1]} task={cfg.task.name} "
+    say(f"rl-dlm train: recipe={cfg.recipe_name} algo={cfg.algo_name} task={cfg.task.name} "
         f"model={cfg.model.path} max_steps={cfg.max_steps}")
     greedy = protocol_sampler(trainer.greedy_sampler(), cfg.eval.steps_per_token)
     before = (trainer.evaluate(batch_size=cfg.eval.batch_size, sampler=greedy, desc="eval before")
@@ -290,13 +296,13 @@ def train_main(argv: list[str]) -> None:
     if before:
         say(f"held-out accuracy before: {before['accuracy']:.3f} ({before['n']} problems, greedy)")
     trainer.train(progress=progress_bar(cfg.max_steps))
-    trainer.save_model(str(Path(cfg.output_dir) / "final"))
+    trainer.save_model(str(run_dir / "final"))
     if cfg.eval.after:
         after = trainer.evaluate(batch_size=cfg.eval.batch_size, sampler=greedy, desc="eval after")
         say(f"held-out accuracy after:  {after['accuracy']:.3f} ({after['n']} problems, greedy)")
         if before:
             say(f"change: {100 * (after['accuracy'] - before['accuracy']):+.1f} points")
-    say(f"done in {time.time() - start:.0f} s; adapter saved to {Path(cfg.output_dir) / 'final'}")
+    say(f"done in {time.time() - start:.0f} s; adapter saved to {run_dir / 'final'}")
     trainer.close()
 
 

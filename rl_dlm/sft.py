@@ -11,7 +11,8 @@ where the completion is the answer, `<|eot_id|>`, then `<|endoftext|>` filling t
 `build_embedded_model` writes a complete model directory (config.json, safetensors, tokenizer) that loads
 through the same `from_pretrained(local_dir)` path as a hub checkpoint:
 
-    rl-dlm sft --output checkpoints/tiny-llada          # the committed embedded model (see its README)
+    rl-dlm sft                                          # → a new outputs/sft-<time>/ (the shipped model is kept)
+    rl-dlm sft --output checkpoints/tiny-llada          # rebuild the committed embedded model, on purpose
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from rl_dlm.models.policy import Policy, family_of
 
 @dataclass
 class SFTSettings:
-    output: str = "checkpoints/tiny-llada"
+    output: str | None = None  # None: a new directory outputs/sft-<time>; the shipped model only when named
     tasks: dict[str, int] = field(default_factory=lambda: {"countdown": 3000, "arithmetic": 3000, "sudoku": 3000})
     steps: int = 1500
     batch_size: int = 64
@@ -87,9 +88,20 @@ def sft_loss(policy: Policy, prompt_ids, prompt_mask, targets, generator: torch.
     return weighted.sum() / (n * length)
 
 
+def fresh_output_dir(root: str | Path = "outputs") -> Path:
+    """`<root>/sft-<YYYYmmdd-HHMMSS>`, with `-2`, `-3`, ... when that exists already."""
+    base = Path(root) / time.strftime("sft-%Y%m%d-%H%M%S")
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
+
+
 def build_embedded_model(settings: SFTSettings) -> Path:
     from rl_dlm.models.llada import LLaDAModelLM, tiny_llada_config
 
+    if settings.output is None:
+        settings = replace(settings, output=str(fresh_output_dir()))
     torch.manual_seed(settings.seed)
     tokenizer = build_tokenizer(row["prompt"][0]["content"] + row["completion"] for task in TASKS
                                 for row in make_split(task, "train", 2000, seed=12345))

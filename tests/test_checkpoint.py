@@ -1,5 +1,7 @@
 """Checkpoints: a SIGKILL mid-write leaves no half-written checkpoint, and a resumed run continues bit for bit;
-rotation keeps the newest `save_total_limit`; an exported (merged) adapter computes what base + adapter computes.
+rotation keeps the newest `save_total_limit` of the run's own checkpoints; an exported (merged) adapter computes
+what base + adapter computes. Resume skips a damaged checkpoint (naming it), says when there is nothing to resume,
+and refuses a checkpoint of a run whose configuration differs in a key that changes the algorithm.
 
 The kill test runs the training process in a subprocess (tests/distributed_run.py) with μ = 2, checkpoints every
 2 steps, LoRA dropout on (so the dropout generator matters) and a 4-row dataset (so the data order crosses an
@@ -92,7 +94,9 @@ def test_rotation_resume_resolution_and_merged_export(tmp_path):
     run(str(out), max_steps=3, save_steps=1, save_total_limit=2, rows=4)
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-3"]
     assert resolve_resume(True, out) == out / "checkpoint-3"
-    assert resolve_resume(None, out) is None and resolve_resume(True, tmp_path / "empty") is None
+    assert resolve_resume(None, out) is None
+    with pytest.warns(UserWarning, match="no checkpoint"):
+        assert resolve_resume(True, tmp_path / "empty") is None
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         resolve_resume(str(tmp_path / "missing"), out)
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
@@ -107,3 +111,81 @@ def test_rotation_resume_resolution_and_merged_export(tmp_path):
         got = merged(input_ids=ids).logits
     assert not torch.allclose(adapted, plain, atol=1e-4), "the adapter was trained, so merging changes the model"
     torch.testing.assert_close(got, adapted, atol=1e-4, rtol=1e-4)
+
+
+# -- one run's checkpoints: rotation, damaged checkpoints, configuration checks ---------------------------------
+def save_as_run(out: Path, policy, optimizer, run_id: str, steps, limit=None, config=None) -> None:
+    from rl_dlm.checkpoint import save_checkpoint
+
+    for step in steps:
+        save_checkpoint(out, step, policy, optimizer, None, {"tracker": {"run_id": run_id, "config": config}},
+                        save_total_limit=limit)
+
+
+@pytest.fixture
+def lora_policy(tokenizer):
+    from tests.conftest import make_tiny_policy
+
+    policy = make_tiny_policy(tokenizer, lora=True)
+    return policy, torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
+
+
+def test_rotation_deletes_only_the_runs_own_checkpoints(tmp_path, lora_policy):
+    policy, optimizer = lora_policy
+    save_as_run(tmp_path, policy, optimizer, "old", [5, 6])
+    save_as_run(tmp_path, policy, optimizer, "new", [1, 2, 3], limit=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3", "checkpoint-5",
+                                                            "checkpoint-6"]
+
+
+def test_resume_skips_a_damaged_checkpoint_and_names_it(tmp_path, lora_policy):
+    policy, optimizer = lora_policy
+    save_as_run(tmp_path, policy, optimizer, "run", [1, 2, 3])
+    weights = tmp_path / "checkpoint-3" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a full disk
+    (tmp_path / "checkpoint-2" / "optimizer.pt").unlink()
+    with pytest.warns(UserWarning) as caught:
+        assert resolve_resume(True, tmp_path) == tmp_path / "checkpoint-1"
+    said = [str(w.message) for w in caught]
+    assert any(str(tmp_path / "checkpoint-3") in m and "adapter_model.safetensors is truncated" in m for m in said)
+    assert any(str(tmp_path / "checkpoint-2") in m and "optimizer.pt" in m for m in said)
+    with pytest.raises(ValueError, match="damaged checkpoint .*checkpoint-3.*truncated"):
+        resolve_resume(str(tmp_path / "checkpoint-3"), tmp_path)
+    opt = tmp_path / "checkpoint-1" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:50])
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="every checkpoint .* is damaged"):
+        resolve_resume(True, tmp_path)
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    with pytest.warns(UserWarning, match=f"resume=True: no checkpoint in {tmp_path}; starting from step 0"):
+        assert resolve_resume(True, tmp_path) is None
+
+
+def test_resume_refuses_a_run_with_another_algorithm_unless_forced(tmp_path, lora_policy):
+    policy, optimizer = lora_policy
+    saved = {"trainer": "diffu_grpo", "model": "m", "num_generations": 4, "beta": 0.04, "max_steps": 10}
+    save_as_run(tmp_path, policy, optimizer, "run", [2], config=saved)
+    assert resolve_resume(True, tmp_path, {**saved, "max_steps": 50}) == tmp_path / "checkpoint-2"  # free key
+    with pytest.raises(ValueError, match=r"num_generations: 4 in the checkpoint, 6 now.*resume_force=true"):
+        resolve_resume(True, tmp_path, {**saved, "num_generations": 6})
+    with pytest.raises(ValueError, match=r"trainer: 'diffu_grpo' in the checkpoint, 'gdpo' now"):
+        resolve_resume(True, tmp_path, {**saved, "trainer": "gdpo"})
+    with pytest.warns(UserWarning, match="resume_force=true: resuming .* num_generations"):
+        assert resolve_resume(True, tmp_path, {**saved, "num_generations": 6}, force=True) == tmp_path / "checkpoint-2"
+
+
+def test_trainer_checkpoints_carry_the_run_config_and_resume_checks_it(tmp_path):
+    from tests.distributed_run import run
+
+    out = tmp_path / "run"
+    run(str(out), max_steps=1, save_steps=1, rows=4)
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["tracker"]
+    assert state["config"]["trainer"] == "diffu_grpo" and state["config"]["num_generations"] == 2
+    assert state["config"]["model"].endswith("tiny-llada") and len(state["run_id"]) == 12
+    with pytest.raises(ValueError, match="beta: 0.04 in the checkpoint, 0.1 now"):
+        run(str(out), max_steps=2, save_steps=1, rows=4, resume=True, beta=0.1)
+    history = run(str(out), max_steps=2, save_steps=1, rows=4, resume=True)  # the same run, continued
+    assert [h["step"] for h in history] == [1, 2]
+    resumed = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["tracker"]
+    assert resumed["run_id"] == state["run_id"], "a resumed run keeps its id, so rotation keeps working"

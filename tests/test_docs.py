@@ -1,7 +1,8 @@
 """The user documentation stays true to the code. Every trainer has a page; each page's knob table lists every
 field its config class declares, with the dataclass default; every relative link in docs/ resolves (anchors
-included); and every `rl-dlm train` command of a trainer page composes with Hydra and builds that page's
-trainer on a tiny random model, so a recipe, sampler or estimator mismatch in a documented command fails
+included) in README.md, every page under docs/ and the notebooks' text; the README's algorithm table links each
+trainer to its page; and every `rl-dlm train` command of a trainer page composes with Hydra and builds that
+page's trainer on a tiny random model, so a recipe, sampler or estimator mismatch in a documented command fails
 here. Nothing runs a model.
 
 Run: .venv/bin/python -m pytest tests/test_docs.py -q
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import re
 import shlex
 from pathlib import Path
@@ -23,6 +25,8 @@ from rl_dlm.trainers.base import RLConfig
 DOCS = ROOT / "docs"
 TRAINER_PAGES = DOCS / "trainers"
 PAGES = sorted(DOCS.glob("*.md")) + sorted(TRAINER_PAGES.glob("*.md")) + [DOCS / "results" / "README.md"]
+LINKED_PAGES = [ROOT / "README.md"] + sorted(DOCS.rglob("*.md"))  # every page whose links must resolve
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def page_of(name: str) -> Path:
@@ -134,20 +138,55 @@ def anchors(path: Path) -> set[str]:
     return {slug(h) for h in re.findall(r"^#+ (.+)$", prose(path.read_text()), re.M)}
 
 
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
-def test_relative_links_resolve(path):
+def broken_links(text: str, where: Path, page: Path) -> list[str]:
+    """Relative link targets of `text` (resolved from the directory `where`) that name no file or no heading."""
     broken = []
-    for target in LINK.findall(prose(path.read_text())):
+    for target in LINK.findall(prose(text)):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
             continue
         file, _, anchor = target.partition("#")
-        dest = (path.parent / file).resolve() if file else path
+        dest = (where / file).resolve() if file else page
         if not dest.exists():
             broken.append(target)
             continue
         if anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("path", LINKED_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    broken = broken_links(path.read_text(), path.parent, path)
     assert not broken, f"{path.relative_to(ROOT)}: broken links {broken}"
+
+
+def test_the_link_check_catches_a_broken_link_and_anchor(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n[ok](page.md#title) [gone](missing.md) [no heading](page.md#nope) `[code](x.md)`\n")
+    assert broken_links(page.read_text(), tmp_path, page) == ["missing.md", "page.md#nope"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_links_resolve(path):
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    broken = broken_links(text, path.parent, path)
+    assert not broken, f"{path.relative_to(ROOT)}: broken links {broken}"
+
+
+def test_the_custom_reward_notebook_cites_the_reward_contract_page():
+    first = "".join(json.loads((ROOT / "notebooks" / "04_custom_reward.ipynb").read_text())["cells"][0]["source"])
+    assert "(../docs/reward_plugins.md)" in first, "the reward contract lives in docs/reward_plugins.md"
+
+
+def test_readme_algorithm_table_links_each_trainer_to_its_page():
+    text = (ROOT / "README.md").read_text()
+    rows = [table_cells(line) for line in re.search(r"^## Algorithms\n(.*?)(?=^## )", text, re.M | re.S)
+            .group(1).splitlines() if line.startswith("| `")]
+    assert len(rows) == len(TRAINERS)
+    for cells in rows:
+        links = LINK.findall(cells[-1])
+        assert links and all(link.endswith(".md") for link in links), f"README docs cell {cells[-1]!r}: link a page"
 
 
 # -- (d) launch commands ---------------------------------------------------------------------------------------
@@ -206,6 +245,7 @@ def test_train_commands_compose_and_build_their_trainer(name, overrides, tokeniz
     trainer_cls, config_cls = TRAINERS[name]
     assert resolve(cfg.trainer) is trainer_cls, f"`rl-dlm train {' '.join(overrides)}` runs {cfg.trainer}, not {name}"
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
+    values["output_dir"] = str(tmp_path)  # start-up creates the run directory: not in the checkout
     args = config_cls(**dataclass_kwargs(config_cls, values, "config"))
     sampler = instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
     trainer = trainer_cls(make_tiny_policy(tokenizer, lora=True), reward_functions(cfg.task), args=args,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,15 +31,16 @@ from rl_dlm.distributed import default_device, env_rank, env_world_size, make_ru
 from rl_dlm.loop import Components, LoopSettings, train
 from rl_dlm.models.policy import LoraSettings, Policy, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.runs import algo_name, claim_run_dir, run_config
 from rl_dlm.sampling.base import check_sampler_family
 from rl_dlm.sampling.semi_ar import SemiARSampler
-from rl_dlm.tracking import Tracker
+from rl_dlm.tracking import Tracker, progress_bar
 from rl_dlm.validation import check_trainer_start
 
 
 @dataclass
 class RLConfig:
-    output_dir: str = "outputs/run"
+    output_dir: str | None = None  # None: outputs/<algo>; a directory holding another run gets -2, -3 (runs.py)
     seed: int = 0
     max_steps: int = 100
     # batch
@@ -85,6 +86,7 @@ class RLConfig:
     save_total_limit: int | None = None
     report_to: list[str] = field(default_factory=lambda: ["stdout"])
     resume: bool | str | None = None  # True: latest checkpoint in output_dir (if any); or a checkpoint path
+    resume_force: bool = False  # resume a checkpoint even if its run differs in a key that changes the algorithm
     # scale-out
     deepspeed: dict | str | None = None  # "zero2", "zero3" (conf/deepspeed/), a .json/.yaml path, or a dict
 
@@ -147,6 +149,8 @@ class RLTrainer:
                  correct_reward: str | None = None, tracker: Tracker | None = None):
         self.args = args or self.config_class()
         a = self.args
+        a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{algo_name(type(self))}", a.resume,
+                                         env_world_size(), env_rank() == 0))
         check_trainer_start(a, model, train_dataset, eval_dataset, reward_funcs,  # before the model loads
                             make_sampler=None if sampler is not None else self.default_sampler)
         torch.manual_seed(a.seed)  # LoRA initialisation only; the loop uses explicit per-row generators
@@ -170,7 +174,8 @@ class RLTrainer:
         self.rewards = RewardRunner(as_reward_functions(reward_funcs, a.reward_weights), correct=correct_reward)
         self.components = self.build_components(sampler)
         self.check_components()
-        self.tracker = tracker or Tracker(a.output_dir, a.report_to, config=asdict(a), is_main=env_rank() == 0)
+        self.tracker = tracker or Tracker(a.output_dir, a.report_to, config=run_config(self, model),
+                                          is_main=env_rank() == 0)
         self.runtime = None  # made by train(): one process, or a DeepSpeed engine per rank
 
     # -- what a concrete trainer chooses -------------------------------------------------------------------
@@ -233,9 +238,13 @@ class RLTrainer:
 
         self.policy.model.train()
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
+        progress = progress or progress_bar(a.max_steps, disable=not runtime.is_main)
+        progress(start, {})  # the bar appears now, after the resume messages
         with autocast:
-            return train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
-                         self.tracker, start_step=start, on_step=on_step, progress=progress, runtime=runtime)
+            history = train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
+                            self.tracker, start_step=start, on_step=on_step, progress=progress, runtime=runtime)
+        self.tracker.finish()  # metrics.png
+        return history
 
     def setup(self):
         """Optimizer, scheduler and runtime (one process, or a DeepSpeed engine per rank), made once."""
@@ -250,7 +259,7 @@ class RLTrainer:
         a = self.args
         if self.runtime.is_main:
             remove_partial(a.output_dir)
-        path = resolve_resume(a.resume, a.output_dir)
+        path = resolve_resume(a.resume, a.output_dir, self.tracker.config, a.resume_force)
         if path is None:
             return 0
         state = load_checkpoint(path, self.policy, optimizer, scheduler, runtime=self.runtime)
