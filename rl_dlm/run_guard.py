@@ -1,0 +1,100 @@
+"""Nothing is lost when a run goes wrong: a non-finite step is skipped, and a run that stops saves a checkpoint.
+
+Non-finite steps (`SkippedSteps`, the loop's stage 6). A non-finite loss makes the runtime's `backward` turn that
+step's gradients into NaN, and `Runtime.step()` discards every step whose gradient norm is not finite: the
+gradients are zeroed, the optimizer does not step and the learning-rate scheduler does not advance (what DeepSpeed
+does on an overflow; the DeepSpeed runtime uses exactly that, and its overflow check is reduced over ranks, so
+every rank skips the same steps). The step counter still advances, so data order and checkpoints stay aligned.
+The loop logs the running count as `skipped_steps` and warns with the step, the inner iteration and the last
+finite loss. `max_skipped_steps` skipped steps in a row raise `NonFiniteLossError`.
+
+Stopping (`checkpoint_on_failure`, around `RLTrainer.train`). On Ctrl-C (`KeyboardInterrupt`), SIGTERM or an
+exception, the trainer saves a checkpoint of the last completed optimizer step (atomic, `save_checkpoint`), says
+where it is (printed, and as a note on the exception), and the exception goes on; SIGTERM becomes
+`SystemExit(143)`, the conventional status of a terminated process, after the save. A second Ctrl-C during the save
+abandons it (the half-written directory is removed). Resuming from a checkpoint taken in the middle of a rollout's μ
+inner iterations redraws that rollout's prompts with the saved weights, so it continues, but not bit for bit.
+
+    with checkpoint_on_failure(save=lambda exc: "checkpoint saved to ...", say=print):
+        train(...)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+class NonFiniteLossError(FloatingPointError):
+    """`max_skipped_steps` optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class SkippedSteps:
+    """Counts the optimizer steps that `Runtime.step()` discarded, warns about each, and stops a run that keeps
+    producing them."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.total = self.in_a_row = 0
+        self.last_finite: tuple[int, float] | None = None  # (step, loss)
+        self.message = ""
+
+    def record(self, step: int, iteration: int, applied: bool, loss: float, grad_norm: float) -> None:
+        if applied:
+            self.in_a_row = 0
+            if math.isfinite(loss):
+                self.last_finite = (step, loss)
+            return
+        self.total += 1
+        self.in_a_row += 1
+        last = "none yet" if self.last_finite is None else f"{self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+        self.message = (f"step {step} (inner iteration {iteration}) skipped: loss {loss:.6g}, gradient norm "
+                        f"{grad_norm:.6g}; its gradients were discarded (last finite loss: {last}; "
+                        f"{self.in_a_row} of max_skipped_steps={self.limit} in a row)")
+        warnings.warn(self.message, RuntimeWarning, stacklevel=2)
+
+    def stop_if_too_many(self) -> None:
+        if self.in_a_row >= self.limit:
+            raise NonFiniteLossError(
+                f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient; the last: {self.message}. "
+                "Lower learning_rate or check the rewards")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return "terminated (SIGTERM)" if exc.code == SIGTERM_STATUS else f"exited ({exc.code})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return f"stopped by {type(exc).__name__}: {exc}"
+
+
+def _terminate(signum, frame):
+    raise SystemExit(SIGTERM_STATUS)
+
+
+@contextlib.contextmanager
+def checkpoint_on_failure(save: Callable[[BaseException], str], say: Callable[[str], None]) -> Iterator[None]:
+    """Runs the body with SIGTERM raising `SystemExit(143)` (main thread only); on any exception, Ctrl-C or SIGTERM
+    inside it calls `save(exc)`, which saves what it can and returns a sentence saying where; that sentence is
+    printed with `say` and added to the exception as a note, and the exception goes on."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    try:
+        yield
+    except (Exception, KeyboardInterrupt, SystemExit) as exc:
+        try:
+            note = save(exc)
+        except Exception as err:  # keep the original error; say why nothing was saved
+            note = f"{describe(exc)}; could not save a checkpoint ({type(err).__name__}: {err})"
+        say(note)
+        if hasattr(exc, "add_note"):  # Python ≥ 3.11: shown under the traceback
+            exc.add_note(note)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
