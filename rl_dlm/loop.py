@@ -301,9 +301,9 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                         totals[k] = totals.get(k, 0.0) + v / len(batches)
                 grad_norm, applied = rt.step()  # not applied: a non-finite loss or gradient, discarded
             step += 1
-            skipped.record(step, it, applied, totals.get("loss", math.nan), grad_norm)
             if progress is not None:
                 progress(step, {"reward": metrics.get("reward", math.nan)})
+            skipped.record(step, it, applied, totals.get("loss", math.nan), grad_norm)
             if step % s.logging_steps == 0 or step == s.max_steps:
                 tracker.log(step, {**metrics, **totals, "grad_norm": float(grad_norm), "skipped_steps": skipped.total,
                                    "learning_rate": optimizer.param_groups[0]["lr"]})

@@ -11,7 +11,8 @@ finite loss. `max_skipped_steps` skipped steps in a row raise `NonFiniteLossErro
 Stopping (`checkpoint_on_failure`, around `RLTrainer.train`). On Ctrl-C (`KeyboardInterrupt`), SIGTERM or an
 exception, the trainer saves a checkpoint of the last completed optimizer step (atomic, `save_checkpoint`), says
 where it is (printed, and as a note on the exception), and the exception goes on; SIGTERM becomes
-`SystemExit(143)`, the conventional status of a terminated process, after the save. A second Ctrl-C during the save
+`SystemExit(143)`, the conventional status of a terminated process, after the save (it is raised as `Terminated`
+inside the run, so that nothing there mistakes it for user code calling exit()). A second Ctrl-C during the save
 abandons it (the half-written directory is removed). Resuming from a checkpoint taken in the middle of a rollout's μ
 inner iterations redraws that rollout's prompts with the saved weights, so it continues, but not bit for bit.
 
@@ -30,6 +31,11 @@ from collections.abc import Callable, Iterator
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
 
+class Terminated(BaseException):
+    """SIGTERM while training. A BaseException, so that neither an `except Exception` nor the reward runner's
+    `except SystemExit` (for user code that calls exit()) swallows it; it leaves the run as `SystemExit(143)`."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """`max_skipped_steps` optimizer steps in a row had a non-finite loss or gradient."""
 
@@ -42,7 +48,7 @@ class SkippedSteps:
         self.limit = limit
         self.total = self.in_a_row = 0
         self.last_finite: tuple[int, float] | None = None  # (step, loss)
-        self.message = ""
+        self.last_skipped = ""
 
     def record(self, step: int, iteration: int, applied: bool, loss: float, grad_norm: float) -> None:
         if applied:
@@ -53,40 +59,40 @@ class SkippedSteps:
         self.total += 1
         self.in_a_row += 1
         last = "none yet" if self.last_finite is None else f"{self.last_finite[1]:.6g} at step {self.last_finite[0]}"
-        self.message = (f"step {step} (inner iteration {iteration}) skipped: loss {loss:.6g}, gradient norm "
-                        f"{grad_norm:.6g}; its gradients were discarded (last finite loss: {last}; "
-                        f"{self.in_a_row} of max_skipped_steps={self.limit} in a row)")
-        warnings.warn(self.message, RuntimeWarning, stacklevel=2)
+        self.last_skipped = (f"step {step} (inner iteration {iteration}): loss {loss:.6g}, gradient norm "
+                             f"{grad_norm:.6g}, last finite loss: {last}")
+        warnings.warn(f"skipped {self.last_skipped}; its gradients were discarded ({self.in_a_row} in a row, "
+                      f"max_skipped_steps={self.limit})", RuntimeWarning, stacklevel=2)
 
     def stop_if_too_many(self) -> None:
         if self.in_a_row >= self.limit:
             raise NonFiniteLossError(
-                f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient; the last: {self.message}. "
-                "Lower learning_rate or check the rewards")
+                f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient (max_skipped_steps="
+                f"{self.limit}); the last was {self.last_skipped}. Lower learning_rate or check the rewards")
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return "terminated (SIGTERM)" if exc.code == SIGTERM_STATUS else f"exited ({exc.code})"
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
-    return f"stopped by {type(exc).__name__}: {exc}"
+    return f"stopped by {type(exc).__name__}"
 
 
 def _terminate(signum, frame):
-    raise SystemExit(SIGTERM_STATUS)
+    raise Terminated()
 
 
 @contextlib.contextmanager
 def checkpoint_on_failure(save: Callable[[BaseException], str], say: Callable[[str], None]) -> Iterator[None]:
-    """Runs the body with SIGTERM raising `SystemExit(143)` (main thread only); on any exception, Ctrl-C or SIGTERM
-    inside it calls `save(exc)`, which saves what it can and returns a sentence saying where; that sentence is
-    printed with `say` and added to the exception as a note, and the exception goes on."""
+    """Runs the body with SIGTERM raising `Terminated` (main thread only). On an exception, Ctrl-C or SIGTERM inside
+    it, calls `save(exc)`, which saves what it can and returns a sentence saying where; that sentence is printed
+    with `say` and added to the exception as a note, and the exception goes on (SIGTERM: `SystemExit(143)`)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         yield
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
+    except (Exception, KeyboardInterrupt, Terminated) as exc:
         try:
             note = save(exc)
         except Exception as err:  # keep the original error; say why nothing was saved
@@ -94,6 +100,8 @@ def checkpoint_on_failure(save: Callable[[BaseException], str], say: Callable[[s
         say(note)
         if hasattr(exc, "add_note"):  # Python ≥ 3.11: shown under the traceback
             exc.add_note(note)
+        if isinstance(exc, Terminated):
+            raise SystemExit(SIGTERM_STATUS) from exc
         raise
     finally:
         if main:

@@ -232,8 +232,12 @@ class RLTrainer:
         prompts = settings.rows_per_rollout * runtime.world_size // a.num_generations
         batches = shuffled_batches(self.train_dataset, prompts, a.seed, skip=start // a.num_iterations)
 
-        def on_step(step: int):
+        def stepped(step: int, info: dict):  # called right after each optimizer step: what a stop would save
             self.global_step = step
+            if progress is not None:
+                progress(step, info)
+
+        def on_step(step: int):
             if a.save_steps and step % a.save_steps == 0:
                 self.save_checkpoint()
 
@@ -241,7 +245,7 @@ class RLTrainer:
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
         with checkpoint_on_failure(lambda exc: self.save_on_failure(exc, start), self.tracker.message), autocast:
             return train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
-                         self.tracker, start_step=start, on_step=on_step, progress=progress, runtime=runtime)
+                         self.tracker, start_step=start, on_step=on_step, progress=stepped, runtime=runtime)
 
     def save_checkpoint(self) -> Path:
         """`checkpoint-<global_step>` in `output_dir` (every process calls it under DeepSpeed)."""

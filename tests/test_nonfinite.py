@@ -1,0 +1,87 @@
+"""A non-finite loss skips its optimizer step instead of ending the run: the step's gradients are discarded, the
+weights stay finite and untouched by it, `skipped_steps` counts it, and a warning names the step, the inner
+iteration and the last finite loss. `max_skipped_steps` in a row save a checkpoint and stop with a message that
+says where it is."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rl_dlm import DiffuGRPOTrainer
+from rl_dlm.checkpoint import list_checkpoints
+from rl_dlm.data.tasks import make_split
+from rl_dlm.distributed import LocalRuntime
+from rl_dlm.run_guard import NonFiniteLossError
+
+from tests.conftest import EMBEDDED
+from tests.trainers.test_diffu_grpo_e2e import lora_state, noisy_length_reward, small_config
+
+HUGE = 3e38  # finite, near float32's largest: ±HUGE advantages overflow the token sum of the loss
+
+
+def reward_that_overflows_on(calls: set[int]):
+    """A finite reward that makes the loss non-finite on the given rollouts (0-based call numbers)."""
+    count = [0]
+
+    def reward(completions, **kw):
+        call, count[0] = count[0], count[0] + 1
+        if call in calls:
+            return [HUGE * (-1) ** i for i in range(len(completions))]
+        return noisy_length_reward(completions)
+
+    return reward
+
+
+def adam_steps(trainer) -> set[int]:
+    return {int(s["step"]) for s in trainer.optimizer.state.values()}
+
+
+def test_one_non_finite_step_is_skipped_and_the_run_goes_on(tmp_path):
+    reward = reward_that_overflows_on({1})  # the second rollout = optimizer step 2 (μ = 1)
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), reward, args=small_config(tmp_path, max_steps=3),
+                               train_dataset=make_split("countdown", "train", 8))
+    weights = []
+    record_weights = lambda step, info: weights.append(lora_state(trainer))  # noqa: E731
+    with pytest.warns(RuntimeWarning, match=r"skipped step 2 \(inner iteration 0\): loss (nan|inf|-inf).*"
+                                            r"last finite loss: \S+ at step 1"):
+        history = trainer.train(progress=record_weights)
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert not math.isfinite(history[1]["loss"]) and not math.isfinite(history[1]["grad_norm"])
+    assert [h["skipped_steps"] for h in history] == [0, 1, 1]
+    assert all(math.isfinite(h["loss"]) for h in (history[0], history[2]))
+    after_1, after_2, after_3 = weights
+    assert all(torch.equal(after_1[n], after_2[n]) for n in after_1)  # step 2 changed nothing
+    assert any(not torch.equal(after_2[n], after_3[n]) for n in after_2)  # step 3 trained
+    assert all(torch.isfinite(p).all() for p in after_3.values())
+    assert adam_steps(trainer) == {2}  # the optimizer stepped twice
+    assert trainer.scheduler.last_epoch == 2  # the scheduler waits on a skipped step, as DeepSpeed's does
+
+
+def test_non_finite_every_time_stops_after_max_skipped_steps_with_a_checkpoint(tmp_path):
+    reward = reward_that_overflows_on(set(range(100)))
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), reward, args=small_config(tmp_path, max_steps=10),
+                               train_dataset=make_split("countdown", "train", 8))
+    before = lora_state(trainer)
+    with pytest.warns(RuntimeWarning, match="last finite loss: none yet"), \
+            pytest.raises(NonFiniteLossError, match=r"3 optimizer steps in a row") as raised:
+        trainer.train()
+    saved = tmp_path / "checkpoint-3"
+    assert list_checkpoints(tmp_path) == [saved]
+    assert any(str(saved) in note for note in getattr(raised.value, "__notes__", [str(saved)]))
+    assert [h["skipped_steps"] for h in trainer.tracker.history] == [1, 2, 3]
+    assert all(torch.equal(before[n], p) for n, p in lora_state(trainer).items())  # never updated, never NaN
+    assert adam_steps(trainer) == set()
+
+
+def test_local_runtime_discards_a_step_whose_gradient_is_not_finite():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    runtime = LocalRuntime([w], opt, None, max_grad_norm=1.0)
+    runtime.backward((w * torch.tensor([1.0, math.inf])).sum())  # inf loss: NaN gradients, step discarded
+    norm, applied = runtime.step()
+    assert not applied and math.isnan(norm) and w.grad is None and torch.equal(w, torch.ones(2))
+    runtime.backward(w.sum())
+    norm, applied = runtime.step()
+    assert applied and norm == pytest.approx(math.sqrt(2)) and torch.allclose(w, torch.ones(2) - 0.1 / math.sqrt(2))
