@@ -8,13 +8,12 @@ One iteration of the outer loop, in stages (DESIGN.md §2; stage names are timer
                   (per-step rewards [N, S] in `rollout.extras["step_rewards"]`, MDPO)  → Rollout, rewards
     3 advantage   group-relative advantages of the step rewards if recorded, else of the rewards
                                                                               → adv [N] or [N, S]
-    4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (μ > 1) and
-                  reference log-probs with no grad                             → plans, old_logp, ref_logp
+    4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (μ > 1; μ = 1 uses
+                  stage 5's own, detached: ρ ≡ 1) and reference log-probs, no grad  → plans, old_logp, ref_logp
     5 update      μ inner iterations × micro-batches: score the current policy on the same plan,
-                  objective(logp, old_logp, ref_logp, adv) → backward; with μ = 1 the old log-probs are the
-                  current ones, detached, so the ratio is exactly 1 whatever the dropout
-    6 step        clip, optimizer and scheduler step (once per inner iteration), log, checkpoint; a step
-                  whose loss or gradient is not finite is skipped and counted (`rl_dlm/run_guard.py`)
+                  objective(logp, old_logp, ref_logp, adv) → backward
+    6 step        clip, optimizer and scheduler step once per inner iteration (a non-finite one is skipped and
+                  counted, `rl_dlm/run_guard.py`), log, checkpoint
 
 `max_steps` counts optimizer steps, as in TRL: each rollout batch serves μ (`num_iterations`) of them.
 
@@ -150,8 +149,7 @@ def _micro_batches(n: int, size: int) -> list[slice]:
 @torch.no_grad()
 def _score_no_grad(policy, estimator, rollout: Rollout, plan, chunk: int | None) -> Tensor:
     """Old / reference log-probs: reduced [N, L], or per view [N, K, L] for an estimator with view groups
-    (each group is reduced on its own in stage 5), scored one group at a time, in eval mode (no dropout even
-    when the trainer keeps it, `disable_dropout=False`)."""
+    (each group is reduced on its own in stage 5), scored one group at a time, in eval mode."""
     was_training = policy.model.training
     policy.model.eval()
     try:
@@ -186,10 +184,6 @@ def _view_credit(adv: Tensor, plan) -> Tensor:
     return adv.gather(1, plan.view_steps.to(adv.device))[:, 0]
 
 
-def _rows(t: Tensor | None, index) -> Tensor | None:
-    return None if t is None else t[index]
-
-
 def update_in_view_groups(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
                           ref_logp: Tensor | None, adv: Tensor, scale: float,
                           backward: Callable[[Tensor], None]) -> dict[str, float]:
@@ -197,8 +191,7 @@ def update_in_view_groups(policy, components: Components, part: Rollout, plan, o
 
     The group's weights are the objective's token mask (the estimator folds the completion / loss mask into
     them); the loss is averaged over the groups that weight any token, so one view per step gives "token
-    mean within each step, then mean over steps". old_logp, ref_logp: [n, K, L] per view; old_logp None
-    (μ = 1): each group's own log-probs, detached."""
+    mean within each step, then mean over steps". old_logp (None: μ = 1), ref_logp: [n, K, L] per view."""
     est, objective = components.estimator, components.objective
     groups = [g for g in est.view_groups(plan) if (plan.weights[:, g] != 0).any()]
     totals: dict[str, float] = {}
@@ -277,25 +270,23 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                     ref = _score_plans(policy, c.estimator, rollout, plans, s.forward_batch_size)
 
         # 5 inner updates and 6 optimizer steps ----------------------------------------------------------------
-        for it in range(s.num_iterations):
-            if step >= s.max_steps:
-                break
+        for it in range(iterations):
             with tracker.stage("update"):
                 batches = _micro_batches(rollout.num_rows, s.per_device_train_batch_size)
                 totals: dict[str, float] = {}
                 for mb in batches:
                     part, plan = rollout.rows(mb), plans[it].rows(mb)
+                    old_mb, ref_mb = (None if t[it] is None else t[it][mb] for t in (old, ref))  # old None: μ = 1
                     tracker.count("update", plan.input_ids.numel())
                     if grouped:
-                        stats = update_in_view_groups(policy, c, part, plan, _rows(old[it], mb),
-                                                      _rows(ref[it], mb), adv[mb], 1 / len(batches), backward)
+                        stats = update_in_view_groups(policy, c, part, plan, old_mb, ref_mb, adv[mb], 1 / len(batches),
+                                                      backward)
                         for k, v in stats.items():
                             totals[k] = totals.get(k, 0.0) + v / len(batches)
                         continue
                     logp = c.estimator.reduce(score(policy, part, plan), plan)
                     mask = part.completion_mask if part.loss_mask is None else part.loss_mask
-                    old_logp = logp.detach() if old[it] is None else old[it][mb]
-                    loss, stats = c.objective(logp, old_logp, _rows(ref[it], mb), adv[mb], mask)
+                    loss, stats = c.objective(logp, logp.detach() if old_mb is None else old_mb, ref_mb, adv[mb], mask)
                     backward(loss / len(batches))
                     for k, v in {"loss": loss.item(), **stats}.items():
                         totals[k] = totals.get(k, 0.0) + v / len(batches)

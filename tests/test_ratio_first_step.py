@@ -78,3 +78,23 @@ def test_disable_dropout_zeroes_every_dropout_of_the_policy(tmp_path):
     kept = build(compose_config(["algo=diffu_grpo", f"output_dir={tmp_path}", "max_steps=1",
                                  "disable_dropout=false", *SMALL]))
     assert {m.p for m in kept.policy.model.modules() if isinstance(m, torch.nn.Dropout)} >= {0.05}
+
+
+def test_cli_logs_ratio_one_and_no_clipping_after_the_adapters_moved(tmp_path, monkeypatch, capsys):
+    """`rl-dlm train algo=diffu_grpo num_iterations=1 max_steps=3 lora_dropout=0.05`, made small: steps 2 and 3
+    run with adapters that step 1 moved, in train mode."""
+    import rl_dlm.hydra_app as app
+    from rl_dlm.cli import main
+
+    built = []
+    monkeypatch.setattr(app, "build", lambda cfg, build=app.build: built.append(build(cfg)) or built[-1])
+    main(["train", "algo=diffu_grpo", "num_iterations=1", "max_steps=3", "lora_dropout=0.05",
+          f"output_dir={tmp_path}", "eval.before=false", "eval.after=false", "logging_steps=1", "task.train_size=8",
+          "num_generations=4", "per_device_train_batch_size=8", "max_completion_length=16", "block_length=16",
+          "diffusion_steps=4"])
+    history = built[0].tracker.history
+    assert [h["step"] for h in history] == [1, 2, 3]
+    for h in history[1:]:
+        assert h["ratio_mean"] == 1.0 and h["clip_fraction"] == 0.0, h
+    printed = capsys.readouterr().out
+    assert all(f"step {n}: " in printed for n in (2, 3)) and "ratio_mean=1 " in printed
