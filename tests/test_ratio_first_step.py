@@ -81,8 +81,9 @@ def test_disable_dropout_zeroes_every_dropout_of_the_policy(tmp_path):
 
 
 def test_cli_logs_ratio_one_and_no_clipping_after_the_adapters_moved(tmp_path, monkeypatch, capsys):
-    """`rl-dlm train algo=diffu_grpo num_iterations=1 max_steps=3 lora_dropout=0.05`, made small: steps 2 and 3
-    run with adapters that step 1 moved, in train mode."""
+    """`rl-dlm train algo=diffu_grpo num_iterations=1 max_steps=3 lora_dropout=0.05`, made small, with a reward
+    that varies within each group so that step 1 moves the adapters: steps 2 and 3 run with non-zero adapters,
+    in train mode, where LoRA dropout would move the ratio."""
     import rl_dlm.hydra_app as app
     from rl_dlm.cli import main
 
@@ -91,8 +92,10 @@ def test_cli_logs_ratio_one_and_no_clipping_after_the_adapters_moved(tmp_path, m
     main(["train", "algo=diffu_grpo", "num_iterations=1", "max_steps=3", "lora_dropout=0.05",
           f"output_dir={tmp_path}", "eval.before=false", "eval.after=false", "logging_steps=1", "task.train_size=8",
           "num_generations=4", "per_device_train_batch_size=8", "max_completion_length=16", "block_length=16",
-          "diffusion_steps=4"])
-    history = built[0].tracker.history
+          "diffusion_steps=4", SMALL[-1]])
+    trainer = built[0]
+    assert any(p.abs().sum() > 0 for n, p in trainer.policy.model.named_parameters() if "lora_B" in n)
+    history = trainer.tracker.history
     assert [h["step"] for h in history] == [1, 2, 3]
     for h in history[1:]:
         assert h["ratio_mean"] == 1.0 and h["clip_fraction"] == 0.0, h
