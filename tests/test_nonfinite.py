@@ -4,7 +4,12 @@ iteration and the last finite loss. `max_skipped_steps` in a row save a checkpoi
 says where it is."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +20,7 @@ from rl_dlm.data.tasks import make_split
 from rl_dlm.distributed import LocalRuntime
 from rl_dlm.run_guard import NonFiniteLossError
 
-from tests.conftest import EMBEDDED
+from tests.conftest import EMBEDDED, ROOT
 from tests.trainers.test_diffu_grpo_e2e import lora_state, noisy_length_reward, small_config
 
 HUGE = 3e38  # finite, near float32's largest: ±HUGE advantages overflow the token sum of the loss
@@ -85,3 +90,45 @@ def test_local_runtime_discards_a_step_whose_gradient_is_not_finite():
     runtime.backward(w.sum())
     norm, applied = runtime.step()
     assert applied and norm == pytest.approx(math.sqrt(2)) and torch.allclose(w, torch.ones(2) - 0.1 / math.sqrt(2))
+
+
+# -- under DeepSpeed: one rank's non-finite loss skips the step on every rank ---------------------------------------
+def overflow_on_rank_0_first_call(completion_ids, **kw):
+    first = not getattr(overflow_on_rank_0_first_call, "called", False)
+    overflow_on_rank_0_first_call.called = True
+    if first and os.environ.get("RANK") == "0":
+        return [HUGE * (-1) ** i for i in range(len(completion_ids))]
+    return [float(sum(ids) % 7) for ids in completion_ids]
+
+
+def distributed_main(out: str) -> None:
+    """One rank of `torchrun --nproc_per_node 2 -m tests.test_nonfinite OUT`: 3 ZeRO-2 steps, each rank one group."""
+    from tests.distributed_run import config
+
+    args = config(out, deepspeed="zero2", max_steps=3, num_generations=2, per_device_train_batch_size=2)
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), overflow_on_rank_0_first_call, args=args,
+                               train_dataset=make_split("countdown", "train", 16))
+    try:
+        history = trainer.train()
+        finite = all(bool(torch.isfinite(p).all()) for n, p in trainer.policy.model.named_parameters() if "lora_" in n)
+        Path(out, f"rank{trainer.runtime.rank}.json").write_text(json.dumps({"history": history, "finite": finite}))
+    finally:
+        trainer.close()
+
+
+def test_deepspeed_one_rank_non_finite_skips_the_step_on_every_rank(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tests.test_nonfinite", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for rank in ranks:
+        assert [h["skipped_steps"] for h in rank["history"]] == [1, 1, 1] and rank["finite"]
+        assert not math.isfinite(rank["history"][0]["grad_norm"])  # DeepSpeed's overflow: inf
+        assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in rank["history"][1:])
+    assert ranks[0]["history"] == ranks[1]["history"]
+
+
+if __name__ == "__main__":
+    distributed_main(sys.argv[1])
