@@ -8,6 +8,7 @@ The loop talks to a `Runtime` and never to torch.distributed or DeepSpeed direct
     runtime.backward(loss)                   stage 5: accumulate gradients (any number of calls per step)
     runtime.step() -> grad_norm, applied     stage 6: clip, optimizer step, scheduler step, zero grad
     runtime.mean(metrics)                    metrics averaged over ranks (every key any rank reports)
+    runtime.any(flag)                        whether any rank's flag is set (a stop every rank must agree on)
     runtime.save_state(dir) / load_state(dir)   weights, optimizer and scheduler (`checkpoint.py` adds the rest)
     runtime.save_adapter(dir, policy)        the LoRA adapter in peft format, for serving
 
@@ -118,6 +119,9 @@ class LocalRuntime:
     def mean(self, metrics: dict) -> dict:
         return metrics
 
+    def any(self, flag: bool) -> bool:
+        return flag
+
     def barrier(self) -> None:
         pass
 
@@ -195,6 +199,11 @@ class DeepSpeedRuntime:
         self.dist.all_gather_object(every, metrics)
         keys = list(dict.fromkeys(k for m in every for k in m))
         return {k: sum(m[k] for m in every if k in m) / sum(k in m for m in every) for k in keys}
+
+    def any(self, flag: bool) -> bool:
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def barrier(self) -> None:
         self.dist.barrier()

@@ -12,7 +12,14 @@ Stopping (`checkpoint_on_failure`, around `RLTrainer.train`). On Ctrl-C (`Keyboa
 exception, the trainer saves a checkpoint of the last completed optimizer step (atomic, `save_checkpoint`), says
 where it is (printed, and as a note on the exception), and the exception goes on; SIGTERM becomes
 `SystemExit(143)`, the conventional status of a terminated process, after the save (it is raised as `Terminated`
-inside the run, so that nothing there mistakes it for user code calling exit()). A second Ctrl-C during the save
+inside the run, so that nothing there mistakes it for user code calling exit()).
+
+Several processes (DeepSpeed): a checkpoint is collective, so it can only be written when every process stops at
+the same point. SIGTERM (what torchrun and schedulers send every process) is deferred to the end of the current
+optimizer step, where the processes agree on it (`Runtime.any`) and save together; so is a run that stops on
+too many skipped steps (the skip decision is the same on every rank). Ctrl-C or an error reaches one process
+at an arbitrary point: nothing is saved, and the message names the latest complete checkpoint, so keep
+`save_steps` on for long multi-GPU runs. A second Ctrl-C during the save
 abandons it (the half-written directory is removed). Resuming from a checkpoint taken in the middle of a rollout's μ
 inner iterations redraws that rollout's prompts with the saved weights, so it continues, but not bit for bit.
 
@@ -33,7 +40,12 @@ SIGTERM_STATUS = 128 + signal.SIGTERM
 
 class Terminated(BaseException):
     """SIGTERM while training. A BaseException, so that neither an `except Exception` nor the reward runner's
-    `except SystemExit` (for user code that calls exit()) swallows it; it leaves the run as `SystemExit(143)`."""
+    `except SystemExit` (for user code that calls exit()) swallows it; it leaves the run as `SystemExit(143)`.
+    `everywhere`: raised on every process at the same point, so they can save a checkpoint together."""
+
+    def __init__(self, everywhere: bool = False):
+        super().__init__()
+        self.everywhere = everywhere
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -79,19 +91,37 @@ def describe(exc: BaseException) -> str:
     return f"stopped by {type(exc).__name__}"
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+class SigtermFlag:
+    """Where SIGTERM goes while training. One process: raised at once as `Terminated`. Several processes: a
+    checkpoint needs all of them at the same point, so the signal only sets `requested`, and the trainer turns it
+    into `Terminated(everywhere=True)` on every process after the next optimizer step (`stop_if_requested`)."""
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.requested = deferred, False
+
+    def __call__(self, signum, frame):
+        if not self.deferred:
+            raise Terminated()
+        self.requested = True
+
+    def stop_if_requested(self, anywhere: Callable[[bool], bool]) -> None:
+        """`anywhere`: this process's flag → whether any process has it (a collective: call it on every one)."""
+        if anywhere(self.requested):
+            raise Terminated(True)
 
 
 @contextlib.contextmanager
-def checkpoint_on_failure(save: Callable[[BaseException], str], say: Callable[[str], None]) -> Iterator[None]:
-    """Runs the body with SIGTERM raising `Terminated` (main thread only). On an exception, Ctrl-C or SIGTERM inside
-    it, calls `save(exc)`, which saves what it can and returns a sentence saying where; that sentence is printed
-    with `say` and added to the exception as a note, and the exception goes on (SIGTERM: `SystemExit(143)`)."""
+def checkpoint_on_failure(save: Callable[[BaseException], str], say: Callable[[str], None],
+                          processes: int = 1) -> Iterator[SigtermFlag]:
+    """Runs the body with SIGTERM handled by a `SigtermFlag` (main thread only). On an exception, Ctrl-C or
+    SIGTERM inside it, calls `save(exc)`, which saves what it can and returns a sentence saying where; that
+    sentence is printed with `say` and added to the exception as a note, and the exception goes on (SIGTERM:
+    `SystemExit(143)`)."""
+    flag = SigtermFlag(deferred=processes > 1)
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    previous = signal.signal(signal.SIGTERM, flag) if main else None
     try:
-        yield
+        yield flag
     except (Exception, KeyboardInterrupt, Terminated) as exc:
         try:
             note = save(exc)

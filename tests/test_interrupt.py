@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from rl_dlm import DiffuGRPOTrainer
 from rl_dlm.checkpoint import list_checkpoints
 from rl_dlm.data.tasks import make_split
 
-from tests.conftest import EMBEDDED
+from tests.conftest import EMBEDDED, ROOT
 from tests.trainers.test_diffu_grpo_e2e import lora_state, noisy_length_reward, small_config
 
 ROWS = make_split("countdown", "train", 8)
@@ -101,3 +103,42 @@ def test_a_stop_before_the_first_step_saves_nothing_and_says_so(tmp_path, capsys
         stopped.train()
     assert list_checkpoints(tmp_path) == []
     assert "interrupted (Ctrl-C) before an optimizer step: no new checkpoint to save" in capsys.readouterr().out
+
+
+# -- several processes: SIGTERM to one of them stops all at the end of the step, and they save together ------------
+def sigterm_to_rank_0_in_the_second_rollout(completion_ids, **kw):
+    calls = getattr(sigterm_to_rank_0_in_the_second_rollout, "calls", 0) + 1
+    sigterm_to_rank_0_in_the_second_rollout.calls = calls
+    if calls == 2 and os.environ.get("RANK") == "0":
+        sigterm()
+    return [float(sum(ids) % 7) for ids in completion_ids]
+
+
+def distributed_main(out: str) -> None:
+    """One rank of `torchrun --nproc_per_node 2 -m tests.test_interrupt OUT`: ZeRO-2, 4 steps, SIGTERM in step 2."""
+    from tests.distributed_run import config
+
+    args = config(out, deepspeed="zero2", max_steps=4, num_generations=2, per_device_train_batch_size=2)
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), sigterm_to_rank_0_in_the_second_rollout, args=args,
+                               train_dataset=make_split("countdown", "train", 16))
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+
+
+def test_sigterm_to_one_deepspeed_process_saves_a_checkpoint_from_all(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tests.test_interrupt", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # the workers exit with 143
+    saved = tmp_path / "checkpoint-2"
+    assert list_checkpoints(tmp_path) == [saved], done.stdout[-3000:] + done.stderr[-6000:]
+    assert {p.name for p in saved.glob("rng_state_*.pt")} == {"rng_state_0.pt", "rng_state_1.pt"}
+    assert (saved / "deepspeed").is_dir()
+    assert f"terminated (SIGTERM) at step 2: checkpoint saved to {saved}" in done.stdout
+
+
+if __name__ == "__main__":
+    distributed_main(sys.argv[1])

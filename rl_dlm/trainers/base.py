@@ -240,10 +240,13 @@ class RLTrainer:
         def on_step(step: int):
             if a.save_steps and step % a.save_steps == 0:
                 self.save_checkpoint()
+            sigterm.stop_if_requested(runtime.any)  # several processes: SIGTERM stops all of them here
 
         self.policy.model.train()
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
-        with checkpoint_on_failure(lambda exc: self.save_on_failure(exc, start), self.tracker.message), autocast:
+        guard = checkpoint_on_failure(lambda exc: self.save_on_failure(exc, start), self.tracker.message,
+                                      processes=runtime.world_size)
+        with guard as sigterm, autocast:
             return train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
                          self.tracker, start_step=start, on_step=on_step, progress=stepped, runtime=runtime)
 
@@ -257,12 +260,14 @@ class RLTrainer:
     def save_on_failure(self, exc: BaseException, start: int) -> str:
         """What a stopped run keeps: a checkpoint of the last completed optimizer step, when there is one since
         `start`. Under DeepSpeed a checkpoint needs every process, so only a stop that every process reaches at
-        the same point (too many skipped steps) saves one; otherwise the latest complete checkpoint is named."""
+        the same point (SIGTERM, too many skipped steps) saves one; otherwise the latest complete checkpoint is
+        named."""
         why, step = describe(exc), self.global_step
         if step == start:
             since = f" since step {start}" if start else ""
             return f"{why} before an optimizer step{since}: no new checkpoint to save"
-        if self.runtime.world_size > 1 and not isinstance(exc, NonFiniteLossError):
+        together = isinstance(exc, NonFiniteLossError) or getattr(exc, "everywhere", False)
+        if self.runtime.world_size > 1 and not together:
             return (f"{why} at step {step}; a {self.runtime.world_size}-process run cannot save once one process "
                     f"has stopped: the latest complete checkpoint is {latest_checkpoint(self.args.output_dir)}")
         self.tracker.message(f"{why} at step {step}: saving a checkpoint (Ctrl-C again abandons it)")
