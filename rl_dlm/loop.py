@@ -218,7 +218,7 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
     rt = runtime or LocalRuntime(policy.trainable_parameters(), optimizer, scheduler, s.max_grad_norm, backward)
     backward = rt.backward
     step, rollout_index = start_step, start_step // max(s.num_iterations, 1)
-    skipped = SkippedSteps(s.max_skipped_steps)
+    skipped = SkippedSteps(s.max_skipped_steps, tracker.history)  # history: a resumed run keeps its count
     while step < s.max_steps:
         batch = next(prompt_batches)
         first, group = rank_share(len(batch), s.num_generations, s.rows_per_rollout, rt.rank)

@@ -56,9 +56,10 @@ class SkippedSteps:
     """Counts the optimizer steps that `Runtime.step()` discarded, warns about each, and stops a run that keeps
     producing them."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.total = self.in_a_row = 0
+    def __init__(self, limit: int, history: list[dict] = ()):
+        """`history`: the tracker's, so that a resumed run goes on counting `skipped_steps` where it stopped."""
+        self.limit, self.in_a_row = limit, 0
+        self.total = int(next((h["skipped_steps"] for h in reversed(history) if "skipped_steps" in h), 0))
         self.last_finite: tuple[int, float] | None = None  # (step, loss)
         self.last_skipped = ""
 

@@ -80,6 +80,13 @@ def test_non_finite_every_time_stops_after_max_skipped_steps_with_a_checkpoint(t
     assert adam_steps(trainer) == set()
 
 
+def test_skipped_steps_go_on_counting_after_a_resume():
+    from rl_dlm.run_guard import SkippedSteps
+
+    assert SkippedSteps(3).total == 0
+    assert SkippedSteps(3, [{"step": 1, "skipped_steps": 0}, {"step": 2, "skipped_steps": 2}, {"step": 3}]).total == 2
+
+
 def test_local_runtime_discards_a_step_whose_gradient_is_not_finite():
     w = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([w], lr=0.1)
