@@ -10,21 +10,21 @@ finite loss. `max_skipped_steps` skipped steps in a row raise `NonFiniteLossErro
 
 Stopping (`checkpoint_on_failure`, around `RLTrainer.train`). On Ctrl-C (`KeyboardInterrupt`), SIGTERM or an
 exception, the trainer saves a checkpoint of the last completed optimizer step (atomic, `save_checkpoint`), says
-where it is (printed, and as a note on the exception), and the exception goes on; SIGTERM becomes
-`SystemExit(143)`, the conventional status of a terminated process, after the save (it is raised as `Terminated`
-inside the run, so that nothing there mistakes it for user code calling exit()).
+where it is (printed, and as a note on the exception), and the exception goes on. SIGTERM is raised inside the run
+as `Terminated`, so that nothing there mistakes it for user code calling exit(), and leaves it after the save as
+`SystemExit(143)`, the conventional status of a terminated process. A second Ctrl-C during the save abandons it
+(the half-written directory is removed). Resuming from a checkpoint taken between a rollout's μ inner iterations
+redraws that rollout's prompts with the saved weights: the run continues, but not bit for bit.
 
 Several processes (DeepSpeed): a checkpoint is collective, so it can only be written when every process stops at
 the same point. SIGTERM (what torchrun and schedulers send every process) is deferred to the end of the current
-optimizer step, where the processes agree on it (`Runtime.any`) and save together; so is a run that stops on
-too many skipped steps (the skip decision is the same on every rank). Ctrl-C or an error reaches one process
-at an arbitrary point: nothing is saved, and the message names the latest complete checkpoint, so keep
-`save_steps` on for long multi-GPU runs. A second Ctrl-C during the save
-abandons it (the half-written directory is removed). Resuming from a checkpoint taken in the middle of a rollout's μ
-inner iterations redraws that rollout's prompts with the saved weights, so it continues, but not bit for bit.
+optimizer step, where the processes agree on it (`Runtime.any`) and save together; so is a run that stops on too
+many skipped steps (the skip decision is the same on every rank). Ctrl-C or an error reaches one process at an
+arbitrary point: nothing is saved, and the message names the latest complete checkpoint, so keep `save_steps` on
+for long multi-GPU runs.
 
-    with checkpoint_on_failure(save=lambda exc: "checkpoint saved to ...", say=print):
-        train(...)
+    with checkpoint_on_failure(save=lambda exc: "checkpoint saved to ...", say=print, processes=n) as sigterm:
+        train(..., on_step=lambda step: sigterm.stop_if_requested(runtime.any))
 """
 from __future__ import annotations
 
