@@ -82,8 +82,8 @@ def rank_share(num_prompts: int, group_size: int, rows_per_rank: int, rank: int)
 
 
 def poisoned(loss: Tensor) -> Tensor:
-    """A non-finite loss → NaN times itself: every gradient it reaches is NaN (0·NaN is NaN), so `step()` discards
-    the whole step. Every rank still runs the same backward passes, so DeepSpeed's collectives stay matched."""
+    """A non-finite loss is multiplied by NaN: every gradient it reaches is then NaN (0·NaN is NaN), so `step()`
+    discards the whole step. Every rank still runs the same backward passes, so DeepSpeed's collectives match."""
     return loss if bool(torch.isfinite(loss)) else loss * math.nan
 
 

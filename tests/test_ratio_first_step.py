@@ -101,3 +101,22 @@ def test_cli_logs_ratio_one_and_no_clipping_after_the_adapters_moved(tmp_path, m
         assert h["ratio_mean"] == 1.0 and h["clip_fraction"] == 0.0, h
     printed = capsys.readouterr().out
     assert all(f"step {n}: " in printed for n in (2, 3)) and "ratio_mean=1 " in printed
+
+
+def test_disable_dropout_makes_train_mode_forwards_repeat_exactly(tokenizer):
+    """Residual, embedding and attention dropout of the native LLaDA (the attention one is a config number that
+    SDPA reads, not a module) and LoRA's dropout: after `disable_dropout`, train mode is deterministic."""
+    from rl_dlm.models.llada import LLaDAModelLM, tiny_llada_config
+    from rl_dlm.models.policy import LoraSettings, add_lora, disable_dropout
+
+    torch.manual_seed(0)
+    config = tiny_llada_config(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                               d_model=32, n_layers=2, n_heads=2, mlp_hidden_size=64, attention_dropout=0.3,
+                               residual_dropout=0.3, embedding_dropout=0.3)
+    model = add_lora(LLaDAModelLM(config), LoraSettings(r=4, alpha=8, dropout=0.3)).train()
+    ids = torch.randint(0, 100, (2, 12))
+    assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # dropout is live
+    disable_dropout(model)
+    assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert model.get_base_model().config.attention_dropout == 0.0
