@@ -76,7 +76,8 @@ class RLConfig:
     lora_r: int = 128
     lora_alpha: int = 64
     lora_dropout: float = 0.05
-    # TRL's name: p = 0 for every dropout of the policy, so the ratio is exactly 1 at the first inner step
+    # TRL's name (GRPOConfig defaults it to False): p = 0 for every dropout of the policy, LoRA's included, so
+    # the ratio is exactly 1 at the first inner step; `lora_dropout` only acts with disable_dropout=False
     disable_dropout: bool = True
     gradient_checkpointing: bool = False
     merge_lora_for_inference: bool = False  # fold LoRA into the weights while sampling (small, 1-process models)
