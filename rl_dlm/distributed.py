@@ -6,8 +6,9 @@ The loop talks to a `Runtime` and never to torch.distributed or DeepSpeed direct
     with runtime.generation(policy): ...     stage 1: under ZeRO-3 the full weights are gathered once per rollout
     runtime.gather(t)                        stage 3: a per-rank [n, ...] tensor → [world·n, ...] in rank order
     runtime.backward(loss)                   stage 5: accumulate gradients (any number of calls per step)
-    runtime.step() -> grad_norm              stage 6: clip, optimizer step, scheduler step, zero grad
+    runtime.step() -> grad_norm, applied     stage 6: clip, optimizer step, scheduler step, zero grad
     runtime.mean(metrics)                    metrics averaged over ranks (every key any rank reports)
+    runtime.any(flag)                        whether any rank's flag is set (a stop every rank must agree on)
     runtime.save_state(dir) / load_state(dir)   weights, optimizer and scheduler (`checkpoint.py` adds the rest)
     runtime.save_adapter(dir, policy)        the LoRA adapter in peft format, for serving
 
@@ -26,6 +27,9 @@ DeepSpeed facts relied on (`reference/environment.md`):
   `engine.step()` is a boundary that reduces and updates, and DeepSpeed does not rescale the loss
   (`scale_wrt_gas=False`; the loop already divides by the number of micro-batches). So a stage may call backward
   any number of times per step (once per group of views, say). `gradient_clipping` is `max_grad_norm`.
+- a step whose gradient norm is not finite is an overflow: the ZeRO optimizer all-reduces the check, discards the
+  gradients on every rank, and the engine skips the scheduler step (`was_step_applied()` is False). A non-finite
+  loss is back-propagated as NaN (`poisoned`), so it always reaches that check and never half-updates a step.
 
 Launching (see docs/distributed.md):
 
@@ -78,6 +82,12 @@ def rank_share(num_prompts: int, group_size: int, rows_per_rank: int, rank: int)
     return first, counts
 
 
+def poisoned(loss: Tensor) -> Tensor:
+    """A non-finite loss is multiplied by NaN: every gradient it reaches is then NaN (0·NaN is NaN), so `step()`
+    discards the whole step. Every rank still runs the same backward passes, so DeepSpeed's collectives match."""
+    return loss if bool(torch.isfinite(loss)) else loss * math.nan
+
+
 class LocalRuntime:
     """One process: plain torch. What the loop did before there was a Runtime, operation for operation."""
 
@@ -94,18 +104,24 @@ class LocalRuntime:
         return t
 
     def backward(self, loss: Tensor) -> None:
-        self._backward(loss)
+        self._backward(poisoned(loss))
 
-    def step(self) -> float:
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm or math.inf)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+    def step(self) -> tuple[float, bool]:
+        """(gradient norm, applied): a non-finite norm discards the step, as DeepSpeed does (the scheduler waits)."""
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm or math.inf))
+        applied = math.isfinite(grad_norm)
+        if applied:
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm, applied
 
     def mean(self, metrics: dict) -> dict:
         return metrics
+
+    def any(self, flag: bool) -> bool:
+        return flag
 
     def barrier(self) -> None:
         pass
@@ -172,18 +188,23 @@ class DeepSpeedRuntime:
         return torch.cat(parts).to(t.device)
 
     def backward(self, loss: Tensor) -> None:
-        self.engine.backward(loss, scale_wrt_gas=False)
+        self.engine.backward(poisoned(loss), scale_wrt_gas=False)
 
-    def step(self) -> float:
+    def step(self) -> tuple[float, bool]:
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
-        return math.nan if norm is None else float(norm)
+        return (math.nan if norm is None else float(norm)), self.engine.was_step_applied()
 
     def mean(self, metrics: dict) -> dict:
         every = [None] * self.world_size
         self.dist.all_gather_object(every, metrics)
         keys = list(dict.fromkeys(k for m in every for k in m))
         return {k: sum(m[k] for m in every if k in m) / sum(k in m for m in every) for k in keys}
+
+    def any(self, flag: bool) -> bool:
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def barrier(self) -> None:
         self.dist.barrier()

@@ -8,11 +8,12 @@ One iteration of the outer loop, in stages (DESIGN.md §2; stage names are timer
                   (per-step rewards [N, S] in `rollout.extras["step_rewards"]`, MDPO)  → Rollout, rewards
     3 advantage   group-relative advantages of the step rewards if recorded, else of the rewards
                                                                               → adv [N] or [N, S]
-    4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (and reference)
-                  log-probs with no grad and dropout off                       → plans, old_logp, ref_logp
+    4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (μ > 1; μ = 1 uses
+                  stage 5's own, detached: ρ ≡ 1) and reference log-probs, no grad  → plans, old_logp, ref_logp
     5 update      μ inner iterations × micro-batches: score the current policy on the same plan,
                   objective(logp, old_logp, ref_logp, adv) → backward
-    6 step        clip, optimizer and scheduler step (once per inner iteration), log, checkpoint
+    6 step        clip, optimizer and scheduler step once per inner iteration (a non-finite one is skipped and
+                  counted, `rl_dlm/run_guard.py`), log, checkpoint
 
 `max_steps` counts optimizer steps, as in TRL: each rollout batch serves μ (`num_iterations`) of them.
 
@@ -44,6 +45,7 @@ from rl_dlm.data.prompts import completion_texts, encode_prompts, reward_columns
 from rl_dlm.distributed import LocalRuntime, rank_share
 from rl_dlm.likelihood.base import LikelihoodEstimator, score
 from rl_dlm.reward_runner import RewardRunner
+from rl_dlm.run_guard import SkippedSteps
 from rl_dlm.sampling.base import Sampler
 from rl_dlm.sampling.rollout import Rollout
 
@@ -85,6 +87,7 @@ class LoopSettings:
     output_dir: str = "outputs"
     seed: int = 0
     forward_batch_size: int | None = None  # rows per no-grad forward in stage 4 (None = all)
+    max_skipped_steps: int = 3  # non-finite steps in a row before the run stops
 
     @property
     def rows_per_rollout(self) -> int:
@@ -146,9 +149,9 @@ def _micro_batches(n: int, size: int) -> list[slice]:
 @torch.no_grad()
 def _score_no_grad(policy, estimator, rollout: Rollout, plan, chunk: int | None) -> Tensor:
     """Old / reference log-probs: reduced [N, L], or per view [N, K, L] for an estimator with view groups
-    (each group is reduced on its own in stage 5), scored one group at a time."""
+    (each group is reduced on its own in stage 5), scored one group at a time, in eval mode."""
     was_training = policy.model.training
-    policy.model.eval()  # old log-probs without dropout: the ratio is exactly 1 at the first inner step
+    policy.model.eval()
     try:
         if not hasattr(estimator, "view_groups"):
             return estimator.reduce(score(policy, rollout, plan, chunk), plan)
@@ -181,25 +184,23 @@ def _view_credit(adv: Tensor, plan) -> Tensor:
     return adv.gather(1, plan.view_steps.to(adv.device))[:, 0]
 
 
-def update_in_view_groups(policy, components: Components, part: Rollout, plan, old_logp: Tensor,
+def update_in_view_groups(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
                           ref_logp: Tensor | None, adv: Tensor, scale: float,
                           backward: Callable[[Tensor], None]) -> dict[str, float]:
     """Stage 5 for an estimator with `view_groups`: one forward, objective and backward per group of views.
 
     The group's weights are the objective's token mask (the estimator folds the completion / loss mask into
     them); the loss is averaged over the groups that weight any token, so one view per step gives "token
-    mean within each step, then mean over steps". old_logp, ref_logp: [n, K, L] per view."""
+    mean within each step, then mean over steps". old_logp (None: μ = 1), ref_logp: [n, K, L] per view."""
     est, objective = components.estimator, components.objective
     groups = [g for g in est.view_groups(plan) if (plan.weights[:, g] != 0).any()]
     totals: dict[str, float] = {}
     for g in groups:
         sub = plan.views(g)
         logp = est.reduce(score(policy, part, sub), sub)
+        old = logp.detach() if old_logp is None else est.reduce(old_logp[:, g], sub)
         ref = None if ref_logp is None else est.reduce(ref_logp[:, g], sub)
-        loss, stats = objective(logp, est.reduce(old_logp[:, g], sub), ref, _view_credit(adv, sub),
-                                sub.weights.sum(1))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()}; lower learning_rate or check the rewards")
+        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), sub.weights.sum(1))
         backward(loss * scale / len(groups))
         for k, v in {"loss": loss.item(), **stats}.items():
             totals[k] = totals.get(k, 0.0) + v / len(groups)
@@ -217,6 +218,7 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
     rt = runtime or LocalRuntime(policy.trainable_parameters(), optimizer, scheduler, s.max_grad_norm, backward)
     backward = rt.backward
     step, rollout_index = start_step, start_step // max(s.num_iterations, 1)
+    skipped = SkippedSteps(s.max_skipped_steps, tracker.history)  # history: a resumed run keeps its count
     while step < s.max_steps:
         batch = next(prompt_batches)
         first, group = rank_share(len(batch), s.num_generations, s.rows_per_rollout, rt.rank)
@@ -259,47 +261,44 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                 plans = [c.estimator.plan(rollout, 0)] * iterations
             else:
                 plans = [c.estimator.plan(rollout, it) for it in range(iterations)]
-            old = _score_plans(policy, c.estimator, rollout, plans, s.forward_batch_size)
+            # μ = 1: stage 5 takes its own log-probs, detached, as the old ones (ρ ≡ 1 in the update's mode)
+            old = [None] * len(plans) if s.num_iterations == 1 else _score_plans(
+                policy, c.estimator, rollout, plans, s.forward_batch_size)
             ref = [None] * len(plans)
             if c.objective.needs_reference:
                 with policy.reference():
                     ref = _score_plans(policy, c.estimator, rollout, plans, s.forward_batch_size)
 
         # 5 inner updates and 6 optimizer steps ----------------------------------------------------------------
-        for it in range(s.num_iterations):
-            if step >= s.max_steps:
-                break
+        for it in range(iterations):
             with tracker.stage("update"):
                 batches = _micro_batches(rollout.num_rows, s.per_device_train_batch_size)
                 totals: dict[str, float] = {}
                 for mb in batches:
                     part, plan = rollout.rows(mb), plans[it].rows(mb)
+                    old_mb, ref_mb = (None if t[it] is None else t[it][mb] for t in (old, ref))  # old None: μ = 1
                     tracker.count("update", plan.input_ids.numel())
                     if grouped:
-                        stats = update_in_view_groups(policy, c, part, plan, old[it][mb],
-                                                      None if ref[it] is None else ref[it][mb], adv[mb],
-                                                      1 / len(batches), backward)
+                        stats = update_in_view_groups(policy, c, part, plan, old_mb, ref_mb, adv[mb], 1 / len(batches),
+                                                      backward)
                         for k, v in stats.items():
                             totals[k] = totals.get(k, 0.0) + v / len(batches)
                         continue
                     logp = c.estimator.reduce(score(policy, part, plan), plan)
                     mask = part.completion_mask if part.loss_mask is None else part.loss_mask
-                    loss, stats = c.objective(logp, old[it][mb], None if ref[it] is None else ref[it][mb],
-                                              adv[mb], mask)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"non-finite loss {loss.item()} at step {step} (inner iteration {it}); "
-                            "lower learning_rate or check the rewards")
+                    loss, stats = c.objective(logp, logp.detach() if old_mb is None else old_mb, ref_mb, adv[mb], mask)
                     backward(loss / len(batches))
                     for k, v in {"loss": loss.item(), **stats}.items():
                         totals[k] = totals.get(k, 0.0) + v / len(batches)
-                grad_norm = rt.step()
+                grad_norm, applied = rt.step()  # not applied: a non-finite loss or gradient, discarded
             step += 1
             if progress is not None:
                 progress(step, {"reward": metrics.get("reward", math.nan)})
+            skipped.record(step, it, applied, totals.get("loss", math.nan), grad_norm)
             if step % s.logging_steps == 0 or step == s.max_steps:
-                tracker.log(step, {**metrics, **totals, "grad_norm": float(grad_norm),
+                tracker.log(step, {**metrics, **totals, "grad_norm": float(grad_norm), "skipped_steps": skipped.total,
                                    "learning_rate": optimizer.param_groups[0]["lr"]})
             if on_step is not None:
                 on_step(step)
+            skipped.stop_if_too_many()
     return tracker.history

@@ -77,6 +77,7 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "diffusion_steps": _at_least(1), "temperature": _at_least(0), "p_mask_prompt": _unit(True),
     "forward_batch_size": _at_least(1), "lora_r": _at_least(1), "lora_alpha": _above(0), "lora_dropout": _unit(False),
     "logging_steps": _at_least(1), "save_steps": _at_least(0), "save_total_limit": _at_least(1), "seed": _at_least(0),
+    "max_skipped_steps": _at_least(1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"remasking": ("low_confidence", "random"), "scale_rewards": ("none", "group")}
 # Values the consumers accept beyond the field's annotation: one sink as a string (TRL's `report_to="wandb"`), and

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 
-__all__ = ["Family", "LoraSettings", "Policy", "add_lora", "family_of", "load_policy"]
+__all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
 
 
 @dataclass
@@ -147,6 +147,19 @@ def add_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules, bias="none")
     return get_peft_model(model, config)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """TRL's `disable_dropout_in_model`: every `nn.Dropout` (peft's LoRA dropout included) gets p = 0. Also the
+    attention dropout that the native LLaDA/Dream and transformers models pass to SDPA from their config (a
+    number, not a module). With no dropout left, the old log-probs (no grad) and the update's log-probs come
+    from the same function, so the importance ratio is exactly 1 at the first inner step."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for holder in (module, getattr(module, "config", None)):
+            if isinstance(getattr(holder, "attention_dropout", None), float):
+                holder.attention_dropout = 0.0
 
 
 def read_config(name_or_path: str | Path) -> dict:

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import torch
 
-from rl_dlm.checkpoint import load_checkpoint, remove_partial, resolve_resume, save_checkpoint
+from rl_dlm.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, resolve_resume, save_checkpoint
 from rl_dlm.distributed import default_device, env_rank, env_world_size, make_runtime
 from rl_dlm.loop import Components, LoopSettings, train
-from rl_dlm.models.policy import LoraSettings, Policy, load_policy
+from rl_dlm.models.policy import LoraSettings, Policy, disable_dropout, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
 from rl_dlm.sampling.base import check_sampler_family
+from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker, progress_bar
-from rl_dlm.validation import check_trainer_start
+from rl_dlm.validation import check_config, check_trainer_start
 
 
 @dataclass
@@ -78,6 +79,9 @@ class RLConfig:
     lora_r: int = 128
     lora_alpha: int = 64
     lora_dropout: float = 0.05
+    # TRL's name (GRPOConfig defaults it to False): p = 0 for every dropout of the policy, LoRA's included, so
+    # the ratio is exactly 1 at the first inner step; `lora_dropout` only acts with disable_dropout=False
+    disable_dropout: bool = True
     gradient_checkpointing: bool = False
     merge_lora_for_inference: bool = False  # fold LoRA into the weights while sampling (small, 1-process models)
     # logging and checkpoints
@@ -87,24 +91,17 @@ class RLConfig:
     report_to: list[str] = field(default_factory=lambda: ["stdout"])
     resume: bool | str | None = None  # True: latest checkpoint in output_dir (if any); or a checkpoint path
     resume_force: bool = False  # resume a checkpoint even if its run differs in a key that changes the algorithm
+    # a step whose loss or gradient is not finite is skipped; this many in a row save a checkpoint and stop
+    max_skipped_steps: int = 3
     # scale-out
     deepspeed: dict | str | None = None  # "zero2", "zero3" (conf/deepspeed/), a .json/.yaml path, or a dict
 
     def __post_init__(self):
-        world = env_world_size()
-        rows = self.per_device_train_batch_size * self.gradient_accumulation_steps * world
-        if rows % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size × gradient_accumulation_steps × processes = {rows} must be a "
-                f"multiple of num_generations = {self.num_generations}")
+        check_config(self)  # types, ranges and batch geometry, each named by its key (rl_dlm/validation.py)
         if self.save_steps and self.save_steps % self.num_iterations:
             raise ValueError(
                 f"save_steps = {self.save_steps} must be a multiple of num_iterations = {self.num_iterations}, so "
                 "checkpoints fall between rollouts and a resumed run continues exactly")
-        if self.num_iterations < 1:
-            raise ValueError(f"num_iterations must be ≥ 1, got {self.num_iterations}")
-        if self.scale_rewards not in ("none", "group"):
-            raise ValueError(f"scale_rewards must be 'none' or 'group', got {self.scale_rewards!r}")
 
     @property
     def advantage_name(self) -> str:
@@ -166,6 +163,8 @@ class RLTrainer:
                 from peft import get_peft_model
 
                 self.policy.model = get_peft_model(self.policy.model, peft_config)
+        if a.disable_dropout:
+            disable_dropout(self.policy.model)
         self.policy.merge_lora_for_inference = a.merge_lora_for_inference
         if a.gradient_checkpointing:
             self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -177,6 +176,7 @@ class RLTrainer:
         self.tracker = tracker or Tracker(a.output_dir, a.report_to, config=run_config(self, model),
                                           is_main=env_rank() == 0)
         self.runtime = None  # made by train(): one process, or a DeepSpeed engine per rank
+        self.global_step = 0  # the last completed optimizer step
 
     # -- what a concrete trainer chooses -------------------------------------------------------------------
     def default_sampler(self):
@@ -219,32 +219,64 @@ class RLTrainer:
             gradient_accumulation_steps=a.gradient_accumulation_steps, max_prompt_length=a.max_prompt_length,
             max_grad_norm=a.max_grad_norm, logging_steps=a.logging_steps, save_steps=a.save_steps,
             save_total_limit=a.save_total_limit, output_dir=a.output_dir, seed=a.seed,
-            forward_batch_size=a.forward_batch_size)
+            forward_batch_size=a.forward_batch_size, max_skipped_steps=a.max_skipped_steps)
 
     def train(self, progress: Callable | None = None) -> list[dict]:
+        """Runs to `max_steps`. On Ctrl-C, SIGTERM or an error, saves a checkpoint of the last completed step and
+        says where it is before the exception goes on (`rl_dlm/run_guard.py`)."""
         if self.train_dataset is None:
             raise ValueError("train() needs a train_dataset")
         a, settings = self.args, self.loop_settings()
         optimizer, scheduler, runtime = self.setup()
-        start = self.resume(optimizer, scheduler)
+        start = self.global_step = self.resume(optimizer, scheduler)
         prompts = settings.rows_per_rollout * runtime.world_size // a.num_generations
         batches = shuffled_batches(self.train_dataset, prompts, a.seed, skip=start // a.num_iterations)
 
+        def stepped(step: int, info: dict):  # called right after each optimizer step: what a stop would save
+            self.global_step = step
+            if progress is not None:
+                progress(step, info)
+
         def on_step(step: int):
             if a.save_steps and step % a.save_steps == 0:
-                state = {"tracker": self.tracker.state_dict(), "rollouts": step // a.num_iterations}
-                save_checkpoint(a.output_dir, step, self.policy, optimizer, scheduler, state, a.save_total_limit,
-                                runtime=runtime)
+                self.save_checkpoint()
+            sigterm.stop_if_requested(runtime.any)  # several processes: SIGTERM stops all of them here
 
         self.policy.model.train()
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
         progress = progress or progress_bar(a.max_steps, disable=not runtime.is_main)
         progress(start, {})  # the bar appears now, after the resume messages
-        with autocast:
+        guard = checkpoint_on_failure(lambda exc: self.save_on_failure(exc, start), self.tracker.message,
+                                      processes=runtime.world_size)
+        with guard as sigterm, autocast:
             history = train(self.policy, self.components, self.rewards, batches, optimizer, scheduler, settings,
-                            self.tracker, start_step=start, on_step=on_step, progress=progress, runtime=runtime)
+                            self.tracker, start_step=start, on_step=on_step, progress=stepped, runtime=runtime)
         self.tracker.finish()  # metrics.png
         return history
+
+    def save_checkpoint(self) -> Path:
+        """`checkpoint-<global_step>` in `output_dir` (every process calls it under DeepSpeed)."""
+        a, step = self.args, self.global_step
+        state = {"tracker": self.tracker.state_dict(), "rollouts": step // a.num_iterations}
+        return save_checkpoint(a.output_dir, step, self.policy, self.optimizer, self.scheduler, state,
+                               a.save_total_limit, runtime=self.runtime)
+
+    def save_on_failure(self, exc: BaseException, start: int) -> str:
+        """What a stopped run keeps: a checkpoint of the last completed optimizer step, when there is one since
+        `start`. Under DeepSpeed a checkpoint needs every process, so only a stop that every process reaches at
+        the same point (SIGTERM, too many skipped steps) saves one; otherwise the latest complete checkpoint is
+        named."""
+        why, step = describe(exc), self.global_step
+        if step == start:
+            since = f" since step {start}" if start else ""
+            return f"{why} before an optimizer step{since}: no new checkpoint to save"
+        together = isinstance(exc, NonFiniteLossError) or getattr(exc, "everywhere", False)
+        if self.runtime.world_size > 1 and not together:
+            return (f"{why} at step {step}; a {self.runtime.world_size}-process run cannot save once one process "
+                    f"has stopped: the latest complete checkpoint is {latest_checkpoint(self.args.output_dir)}")
+        self.tracker.message(f"{why} at step {step}: saving a checkpoint (Ctrl-C again abandons it)")
+        path = self.save_checkpoint()
+        return f"{why} at step {step}: checkpoint saved to {path} (continue with resume=true or resume={path})"
 
     def setup(self):
         """Optimizer, scheduler and runtime (one process, or a DeepSpeed engine per rank), made once."""
