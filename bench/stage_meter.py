@@ -76,6 +76,7 @@ class StageMeter:
         self._lora_layer = _first_adapter_layer(model)
         self.stack: list[str] = []
         self.batches: list[dict] = []
+        self._last_step = 0
         self.on_batch = None  # called with the meter after each rollout batch (e.g. to save partial results)
         self._new_batch()
         self.tracker.stage = self._wrap_stage(self.tracker.stage)
@@ -172,8 +173,9 @@ class StageMeter:
         self._batch_start = time.perf_counter()
 
     def on_step(self, step: int, info: dict | None = None):
-        if step % self.num_iterations:
+        if step <= self._last_step or step % self.num_iterations:  # train() also reports its start step
             return
+        self._last_step = step
         self._sync()
         self._flush_peak()
         wall = time.perf_counter() - self._batch_start

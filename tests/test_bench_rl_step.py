@@ -109,7 +109,7 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     ref = 2.0 * p["body"] * rows * total + 2.0 * p["head"] * rows * length
     assert batch["old_logp"]["flops"] == pytest.approx(mu * (_flops(p, rows, total, length, False, True) + ref))
     assert batch["update"]["flops"] == pytest.approx(mu * _flops(p, rows, total, length, True, True))
-    assert batch["update"]["head_positions_computed"] == mu * rows * total  # the head projects every position
+    assert batch["update"]["head_positions_computed"] == mu * rows * length  # only the completion (Policy.logits keep)
     record = json.loads((out / "rl_step.json").read_text())
     summary = record["metrics"]["diffu_grpo"]
     assert record["device"] == "cpu" and record["command"].startswith("python bench/rl_step.py")
