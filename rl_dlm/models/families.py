@@ -77,6 +77,19 @@ def spec_from_config(config: dict) -> FamilySpec | None:
     return None
 
 
+def local_family_name(path) -> str | None:
+    """The family of a local checkpoint directory, read from its config.json without loading it; None for a hub
+    id, a directory without config.json or an unknown family."""
+    import json
+    from pathlib import Path
+
+    config = Path(str(path)) / "config.json"
+    if not config.is_file():
+        return None
+    spec = spec_from_config(json.loads(config.read_text()))
+    return spec.name if spec else None
+
+
 def _config_dict(config) -> dict:
     return {"model_type": getattr(config, "model_type", None), "architectures": getattr(config, "architectures", None),
             "auto_map": getattr(config, "auto_map", None)}

@@ -29,6 +29,7 @@ import torch
 from rl_dlm.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, resolve_resume, save_checkpoint
 from rl_dlm.distributed import default_device, env_rank, env_world_size, make_runtime
 from rl_dlm.loop import Components, LoopSettings, train
+from rl_dlm.models.families import local_family_name
 from rl_dlm.models.policy import LoraSettings, Policy, disable_dropout, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
@@ -148,6 +149,8 @@ class RLTrainer:
         a = self.args
         a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{algo_name(type(self))}", a.resume,
                                          env_world_size(), env_rank() == 0))
+        # the model's family before it loads (a default sampler may follow it); None when unknown until loaded
+        self.family_name = model.family.name if isinstance(model, Policy) else local_family_name(model)
         check_trainer_start(a, model, train_dataset, eval_dataset, reward_funcs,  # before the model loads
                             make_sampler=None if sampler is not None else self.default_sampler)
         torch.manual_seed(a.seed)  # LoRA initialisation only; the loop uses explicit per-row generators
@@ -163,6 +166,7 @@ class RLTrainer:
                 from peft import get_peft_model
 
                 self.policy.model = get_peft_model(self.policy.model, peft_config)
+        self.family_name = self.policy.family.name
         if a.disable_dropout:
             disable_dropout(self.policy.model)
         self.policy.merge_lora_for_inference = a.merge_lora_for_inference
@@ -244,8 +248,9 @@ class RLTrainer:
 
         self.policy.model.train()
         autocast = torch.autocast(self.policy.device.type, dtype=torch.bfloat16, enabled=a.bf16)
-        progress = progress or progress_bar(a.max_steps, disable=not runtime.is_main)
-        progress(start, {})  # the bar appears now, after the resume messages
+        if progress is None:  # a user's callback hears of optimizer steps only; the default bar is drawn now,
+            progress = progress_bar(a.max_steps, disable=not runtime.is_main)  # after the resume messages
+            progress(start, {})
         guard = checkpoint_on_failure(lambda exc: self.save_on_failure(exc, start), self.tracker.message,
                                       processes=runtime.world_size)
         with guard as sigterm, autocast:

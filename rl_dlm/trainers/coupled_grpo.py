@@ -59,7 +59,7 @@ class CoupledGRPOTrainer(RLTrainer):
     config_class = CoupledGRPOConfig
 
     def default_sampler(self):
-        if self.policy.family.name != "dream":
+        if self.family_name != "dream":
             return super().default_sampler()
         a = self.args
         return DreamSampler(gen_length=a.max_completion_length, steps=a.diffusion_steps, temperature=a.temperature,
