@@ -255,3 +255,20 @@ def test_every_table_row_fails_on_a_json_dataset_too(tmp_path, capsys, no_model)
                      f"task.data_files.train={path}",
                      f"task.data_files.test={path}", f"output_dir={tmp_path}", *SMALL)
     assert "row 10, column 'prompt'" in line and "empty string" in line
+
+
+def test_a_model_neither_local_nor_on_the_hub_says_both(tmp_path, monkeypatch):
+    """From a directory where the path does not exist, a hub-shaped name fails at the hub: the message says it
+    is not a local directory either (the hub's own error reads like a network problem only)."""
+    from transformers import PreTrainedConfig
+
+    from rl_dlm.models.policy import read_config
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(PreTrainedConfig, "get_config_dict", offline)
+    with pytest.raises(OSError, match=r"model 'checkpoints/tiny-lada' is not a local directory \(from .+\) and could "
+                                      r"not be loaded from the hub: We couldn't connect"):
+        read_config("checkpoints/tiny-lada")

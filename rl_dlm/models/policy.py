@@ -169,7 +169,12 @@ def read_config(name_or_path: str | Path) -> dict:
     path = Path(name_or_path)
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} has no config.json; is it a model directory?")
-    return PreTrainedConfig.get_config_dict(str(name_or_path))[0]
+    try:
+        return PreTrainedConfig.get_config_dict(str(name_or_path))[0]
+    except OSError as exc:  # not local, and the hub has no such id or cannot be reached: say both
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(f"model {str(name_or_path)!r} is not a local directory (from {Path.cwd()}) and could not be "
+                      f"loaded from the hub: {first}") from exc
 
 
 def _resolve(dotted: str):
