@@ -5,6 +5,7 @@ from rl_dlm.trainers.diffu_grpo import DiffuGRPOConfig, DiffuGRPOTrainer
 from rl_dlm.trainers.gdpo import GDPOConfig, GDPOTrainer
 from rl_dlm.trainers.igpo import IGPOConfig, IGPOTrainer
 from rl_dlm.trainers.mdpo import MDPOConfig, MDPOTrainer
+from rl_dlm.trainers.spg import SPGConfig, SPGTrainer
 
 TRAINERS = {
     "diffu_grpo": (DiffuGRPOTrainer, DiffuGRPOConfig),
@@ -13,4 +14,5 @@ TRAINERS = {
     "igpo": (IGPOTrainer, IGPOConfig),
     "coupled_grpo": (CoupledGRPOTrainer, CoupledGRPOConfig),
     "gdpo": (GDPOTrainer, GDPOConfig),
+    "spg": (SPGTrainer, SPGConfig),
 }
