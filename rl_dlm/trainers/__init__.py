@@ -4,6 +4,7 @@ from rl_dlm.trainers.coupled_grpo import CoupledGRPOConfig, CoupledGRPOTrainer
 from rl_dlm.trainers.diffu_grpo import DiffuGRPOConfig, DiffuGRPOTrainer
 from rl_dlm.trainers.espo import ESPOConfig, ESPOTrainer
 from rl_dlm.trainers.gdpo import GDPOConfig, GDPOTrainer
+from rl_dlm.trainers.gdsd import GDSDConfig, GDSDTrainer
 from rl_dlm.trainers.igpo import IGPOConfig, IGPOTrainer
 from rl_dlm.trainers.mdpo import MDPOConfig, MDPOTrainer
 from rl_dlm.trainers.spg import SPGConfig, SPGTrainer
@@ -17,4 +18,5 @@ TRAINERS = {
     "gdpo": (GDPOTrainer, GDPOConfig),
     "spg": (SPGTrainer, SPGConfig),
     "espo": (ESPOTrainer, ESPOConfig),
+    "gdsd": (GDSDTrainer, GDSDConfig),
 }
