@@ -17,6 +17,9 @@ template is ever cut, and GSM8K/MATH prompts are shorter than that).
 | cj_grpo | recipes/llada8b_cj_grpo.yaml | LLaDA-8B-Instruct |
 | mdpo | recipes/llada8b_mdpo.yaml | LLaDA-8B-Instruct |
 | igpo | recipes/llada8b_igpo.yaml | LLaDA-8B-Instruct |
+| spg | recipes/llada8b_spg.yaml | LLaDA-8B-Instruct |
+| espo | recipes/llada8b_espo.yaml | LLaDA-8B-Instruct |
+| gdsd | recipes/llada8b_gdsd.yaml | LLaDA-8B-Instruct |
 
 - **Checkpoints**: `bench/random_checkpoint.py` writes a randomly initialised checkpoint of each shape in the
   official layout (config.json with architectures / model_type / auto_map, sharded safetensors with the official
@@ -48,6 +51,8 @@ install that precedes them, and each command writes its own `$OUT/rl_step.json`)
     python bench/rl_step.py --algos cj_grpo --out $OUT --time-budget-s 560
     python bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560
     python bench/rl_step.py --algos coupled_grpo --out $OUT --time-budget-s 560        # writes the Dream checkpoint
+    python bench/rl_step.py --algos spg,espo --out $OUT --time-budget-s 560
+    python bench/rl_step.py --algos gdsd --out $OUT --time-budget-s 560
     python bench/rl_step.py --merge run1/rl_step.json run2/rl_step.json ... --out bench/results
 
 Several GPUs (DeepSpeed ZeRO through the trainer's `deepspeed=` option; per-GPU numbers are each rank's own):
@@ -55,7 +60,7 @@ Several GPUs (DeepSpeed ZeRO through the trainer's `deepspeed=` option; per-GPU 
     python bench/rl_step.py --algos diffu_grpo --nproc 8 --deepspeed zero2 --out $OUT
     python bench/rl_step.py --algos diffu_grpo --nproc 8 --deepspeed zero3 --launcher accelerate --out $OUT
 
-CPU check of the script itself (tiny shapes of both families, all six algorithms, short canvases, μ ≤ 2):
+CPU check of the script itself (tiny shapes of both families, every algorithm, short canvases, μ ≤ 2):
 
     python bench/rl_step.py --tiny --out /tmp/rl_step
     python bench/rl_step.py --tiny --algos diffu_grpo --nproc 2 --deepspeed zero2 --out /tmp/rl_step_ds   # gloo
@@ -90,6 +95,9 @@ ALGOS = {  # algorithm → (recipe, checkpoint shape)
     "cj_grpo": ("llada8b_cj_grpo", "llada8b"),
     "mdpo": ("llada8b_mdpo", "llada8b"),
     "igpo": ("llada8b_igpo", "llada8b"),
+    "spg": ("llada8b_spg", "llada8b"),
+    "espo": ("llada8b_espo", "llada8b"),
+    "gdsd": ("llada8b_gdsd", "llada8b"),
 }
 TINY_SHAPES = {"llada8b": "tiny_llada", "diffucoder7b": "tiny_diffucoder"}
 TINY_OVERRIDES = ["max_completion_length=16", "block_length=8", "diffusion_steps=8", "lora_r=4", "lora_alpha=8",
