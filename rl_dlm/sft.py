@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rl_dlm.data.prompts import encode_prompts
-from rl_dlm.data.tasks import GEN_LENGTH, TASKS, make_split
+from rl_dlm.data.tasks import GEN_LENGTH, SHIPPED_TASKS, make_split
 from rl_dlm.data.tokenizer import build_tokenizer
 from rl_dlm.models.policy import Policy, family_of
 
@@ -103,7 +103,9 @@ def build_embedded_model(settings: SFTSettings) -> Path:
     if settings.output is None:
         settings = replace(settings, output=str(fresh_output_dir()))
     torch.manual_seed(settings.seed)
-    tokenizer = build_tokenizer(row["prompt"][0]["content"] + row["completion"] for task in TASKS
+    # the vocabulary comes from the shipped tasks only, so a task registered later (a plug-in, a benchmark's
+    # synthetic one) never changes the embedded tokenizer
+    tokenizer = build_tokenizer(row["prompt"][0]["content"] + row["completion"] for task in SHIPPED_TASKS
                                 for row in make_split(task, "train", 2000, seed=12345))
     config = tiny_llada_config(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -12,6 +12,7 @@ import warnings
 import pytest
 
 from rl_dlm.cli import main
+from rl_dlm.trainers import TRAINERS
 from rl_dlm.validation import ConfigError
 
 from tests.conftest import EMBEDDED, ROOT
@@ -197,8 +198,7 @@ def test_help_lists_the_groups_recipes_and_most_used_keys(capsys, argv):
     main(argv)
     out = capsys.readouterr().out
     assert "Traceback" not in out
-    for text in ("recipes (recipe=NAME", "  quickstart ", "  tiny_gdpo ", "config groups", "  algo      cj_grpo, "
-                 "coupled_grpo, diffu_grpo, gdpo, igpo, mdpo", "  task ", "  sampler ", "max_steps=180",
+    for text in ("recipes (recipe=NAME", "  quickstart ", "  tiny_gdpo ", "config groups", "  algo      " + ", ".join(sorted(TRAINERS)), "  task ", "  sampler ", "max_steps=180",
                  "learning_rate=0.0004", "num_generations=8", "--debug"):
         assert text in out, text
 

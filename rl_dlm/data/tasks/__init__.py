@@ -73,6 +73,7 @@ def _registry() -> dict[str, Callable[[random.Random], dict]]:
 
 
 TASKS = _registry()
+SHIPPED_TASKS = tuple(TASKS)  # the package's own tasks, before any plug-in registers another
 # Completion canvas per task: the longest reference completion plus end of turn, rounded up to a block.
 GEN_LENGTH = {"countdown": 48, "arithmetic": 48, "sudoku": 96}
 
