@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rl_dlm.data.prompts import completion_texts
-from rl_dlm.loop import batch_row_seeds, generate, score_rollout
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 
 PAPER_GEN_LENGTHS = (128, 256, 512)
 PAPER_BLOCK_LENGTH = 32

@@ -34,42 +34,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from rl_dlm.advantages import zero_std_fraction
-from rl_dlm.data.prompts import completion_texts, encode_prompts, reward_columns
+from rl_dlm.components import Components, Rollout
 from rl_dlm.distributed import LocalRuntime, rank_share
-from rl_dlm.likelihood.base import LikelihoodEstimator, score
+from rl_dlm.likelihood.base import score
 from rl_dlm.reward_runner import RewardRunner
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 from rl_dlm.run_guard import SkippedSteps
-from rl_dlm.sampling.base import Sampler
-from rl_dlm.sampling.rollout import Rollout
-
-
-class Objective(Protocol):
-    needs_reference: bool
-
-    def __call__(self, logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, adv: Tensor,
-                 mask: Tensor) -> tuple[Tensor, dict[str, float]]: ...
-
-
-class Refiner(Protocol):
-    """Stage 2b: may rewrite rows of a scored rollout (e.g. IGPO replaces all-wrong groups with hinted samples)."""
-
-    def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn) -> tuple[Rollout, object]: ...
-
-
-@dataclass
-class Components:
-    sampler: Sampler
-    estimator: LikelihoodEstimator
-    objective: Objective
-    advantage: Callable[[Tensor, Tensor], Tensor]
-    refiners: list[Refiner] = field(default_factory=list)
 
 
 @dataclass
@@ -92,54 +68,6 @@ class LoopSettings:
     @property
     def rows_per_rollout(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
-
-
-def batch_row_seeds(seed: int, rollout_index: int, n: int) -> Tensor:
-    """Distinct, reproducible seeds for the rows of one rollout batch."""
-    base = (seed * 1_000_003 + rollout_index) * 65_536
-    return torch.arange(base, base + n, dtype=torch.long)
-
-
-@torch.no_grad()
-def generate(policy, sampler: Sampler, rows: list[dict], group_size: int | list[int], seeds: Tensor,
-             max_prompt_length: int | None) -> Rollout:
-    """Stage 1: B prompts → a Rollout of B·G rows, rows of a group contiguous (group id = prompt index).
-    `group_size` may be a list of per-prompt row counts (a rank's share of groups that span ranks)."""
-    ids, mask = encode_prompts(policy.tokenizer, [r["prompt"] for r in rows], max_prompt_length, policy.device)
-    counts = torch.tensor(_counts(rows, group_size), device=ids.device)
-    ids, mask = ids.repeat_interleave(counts, 0), mask.repeat_interleave(counts, 0)
-    was_training = policy.model.training
-    policy.model.eval()
-    try:
-        with policy.inference():
-            rollout = sampler.sample(policy, ids, mask, seeds.to(policy.device))
-    finally:
-        policy.model.train(was_training)
-    group_ids = torch.arange(len(rows), device=ids.device).repeat_interleave(counts)
-    return replace(rollout, group_ids=group_ids)
-
-
-def _counts(rows: list, group_size: int | list[int]) -> list[int]:
-    return list(group_size) if isinstance(group_size, (list, tuple)) else [group_size] * len(rows)
-
-
-def score_rollout(policy, rewards: RewardRunner, rollout: Rollout, rows: list[dict], group_size: int | list[int]):
-    """Stage 2: decode and score every row of a rollout with the reward functions.
-
-    A rollout may stack m copies of the batch (e.g. one per denoising step, for per-step rewards): rows
-    m·B·G long are scored in one call, the dataset rows repeating every B·G."""
-    expanded = [row for row, count in zip(rows, _counts(rows, group_size)) for _ in range(count)]
-    if rollout.num_rows % len(expanded):
-        raise ValueError(f"a rollout of {rollout.num_rows} rows cannot be scored against {len(expanded)} rows")
-    expanded = expanded * (rollout.num_rows // len(expanded))
-    completions = completion_texts(policy.tokenizer, rollout.completion_ids, rollout.completion_mask)
-    ids = [c[m].tolist() for c, m in zip(rollout.completion_ids, rollout.completion_mask)]
-    columns = reward_columns(expanded)
-    if isinstance(expanded[0]["prompt"], list):  # conversational rows: TRL passes message lists
-        completions_in = [[{"role": "assistant", "content": c}] for c in completions]
-    else:
-        completions_in = completions
-    return rewards([r["prompt"] for r in expanded], completions_in, ids, columns)
 
 
 def _micro_batches(n: int, size: int) -> list[slice]:

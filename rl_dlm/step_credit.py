@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 
 from rl_dlm.advantages import zscore
+from rl_dlm.components import Rollout, completion_mask_from
 from rl_dlm.objectives import kl_penalty
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from
 
 
 @dataclass

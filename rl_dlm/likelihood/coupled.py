@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import MaskPlan, Rollout
+from rl_dlm.likelihood.base import weighted_sum
+from rl_dlm.sampling.rollout import row_generator
 
 
 @dataclass

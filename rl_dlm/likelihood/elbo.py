@@ -71,8 +71,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import MaskPlan, Rollout
+from rl_dlm.likelihood.base import weighted_sum
+from rl_dlm.sampling.rollout import row_generator
 
 SAMPLERS = ("gauss_legendre", "monte_carlo")
 MASK_COUNTS = ("floor", "bernoulli")

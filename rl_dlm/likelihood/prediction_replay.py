@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.likelihood.base import MaskPlan
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from
+from rl_dlm.components import MaskPlan, Rollout, completion_mask_from
 from rl_dlm.step_credit import select_steps
 
 

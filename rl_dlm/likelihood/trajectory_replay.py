@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout
+from rl_dlm.components import MaskPlan, Rollout
+from rl_dlm.likelihood.base import weighted_sum
 
 
 def replay_states(completion_ids: torch.Tensor, unmask_step: torch.Tensor, num_steps: int,

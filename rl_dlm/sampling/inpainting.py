@@ -52,7 +52,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import Rollout
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import commit_top_k
 
 

@@ -52,7 +52,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from, row_generator
+from rl_dlm.components import Rollout, completion_mask_from
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax
 
 

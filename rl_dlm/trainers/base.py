@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 
 from rl_dlm.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, resolve_resume, save_checkpoint
+from rl_dlm.components import Components
 from rl_dlm.distributed import default_device, env_rank, env_world_size, make_runtime
-from rl_dlm.loop import Components, LoopSettings, train
+from rl_dlm.loop import LoopSettings, train
 from rl_dlm.models.policy import LoraSettings, Policy, disable_dropout, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
 from rl_dlm.sampling.base import check_sampler_family
-from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker, progress_bar
 from rl_dlm.validation import check_config, check_trainer_start

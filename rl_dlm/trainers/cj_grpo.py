@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.trajectory_replay import TrajectoryReplayEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
 from rl_dlm.trainers.base import RLConfig, RLTrainer

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.coupled import CoupledEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.dream import DreamSampler
 from rl_dlm.trainers.base import RLConfig, RLTrainer
@@ -59,7 +59,8 @@ class CoupledGRPOTrainer(RLTrainer):
     config_class = CoupledGRPOConfig
 
     def default_sampler(self):
-        if self.policy.family.name != "dream":
+        # Before the model loads (the start-up check of the generation keys) the family is not known yet.
+        if "policy" not in vars(self) or self.policy.family.name != "dream":
             return super().default_sampler()
         a = self.args
         return DreamSampler(gen_length=a.max_completion_length, steps=a.diffusion_steps, temperature=a.temperature,

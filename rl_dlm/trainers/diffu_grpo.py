@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.one_step import OneStepEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 

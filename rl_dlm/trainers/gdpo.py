@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.elbo import SequenceELBOEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives_sequence import ClippedSequenceObjective
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 

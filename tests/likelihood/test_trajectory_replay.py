@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rl_dlm.components import Components
 from rl_dlm.data.prompts import encode_prompts
 from rl_dlm.likelihood.trajectory_replay import TrajectoryReplayEstimator
-from rl_dlm.loop import Components, _score_no_grad, update_in_view_groups
+from rl_dlm.loop import _score_no_grad, update_in_view_groups
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
 from rl_dlm.sampling.semi_ar import SemiARSampler

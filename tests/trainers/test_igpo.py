@@ -8,8 +8,8 @@ import torch
 
 from rl_dlm.advantages import mean_centred
 from rl_dlm.data.prompts import encode_prompts
-from rl_dlm.loop import batch_row_seeds, generate, score_rollout
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 from rl_dlm.sampling.inpainting import HintRefiner, HintSettings, entropy_filter, pick_replacements, plan_hints
 from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import SemiARSampler
@@ -135,7 +135,7 @@ def test_refiner_replaces_with_the_per_row_random_subset(tiny_policy):
     # One all-wrong group of 8; the hinted sampler marks each sample j with token 40 + j, and samples 0–5 are
     # correct. The 4 that take the group's first slots are pick_replacements' choice, not always 0–3.
     from rl_dlm.reward_runner import RewardResult
-    from rl_dlm.sampling.rollout import Rollout
+    from rl_dlm.components import Rollout
 
     ids, mask = encode_prompts(tiny_policy.tokenizer, [ROWS[0]["prompt"]], None)
     ids, mask, length = ids.repeat(8, 1), mask.repeat(8, 1), 16
