@@ -11,7 +11,7 @@ mask per node:
 
 Default 3 nodes: t = (0.1127, 0.5, 0.8873), w = (5/18, 8/18, 5/18); one view (one forward) per node. The plan's
 weights are w_n/t_n on M_n and 0 elsewhere, so `reduce` (the weighted sum over views) gives [N, L] per-token
-terms whose sum over tokens is the ELBO; `rl_dlm.objectives_sequence.ClippedSequenceObjective` sums them.
+terms whose sum over tokens is the ELBO; `rl_dlm.objectives.ClippedSequenceObjective` sums them.
 
 Options:
 - `sampler="gauss_legendre"` (default, the paper) or `"monte_carlo"`: t_n ~ U(0, 1) i.i.d. per node with

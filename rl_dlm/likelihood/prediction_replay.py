@@ -14,7 +14,7 @@ the loop hands each view its advantage A_t, and `view_groups` makes the loop bac
 
 Weights (the objective's per-token mask): the detached rollout confidence c_i = p(x̂0_t,i) times
 λ_t / L = 1 / |masked_t| — a confidence-weighted mean over the masked targets (see
-`rl_dlm.step_credit.WeightedTokenObjective` for the normalisation against the reference). Positions after
+`rl_dlm.objectives.WeightedTokenObjective` for the normalisation against the reference). Positions after
 the first end-of-turn token of x̂0_t are not targets (DESIGN §7; the reference trains on every masked slot)
 but still count in |masked_t|, which is λ's definition. `reduce` only selects the targets: the weights go
 to the objective, not into the log-probs, so the ratio stays exp(lp − old).

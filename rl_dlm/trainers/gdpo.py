@@ -6,10 +6,10 @@ masked. Options: `elbo_nodes`, `elbo_sampler` ("gauss_legendre" | "monte_carlo")
 ("floor" | "bernoulli"; default by sampler), `full_canvas` (the official code's L = every canvas slot; it
 sets the estimator's scored tokens and the objective's normaliser together) and `mask_tail` (hide the slots
 after end-of-turn in every view; by default they stay visible and unscored, as in NeMo-RL's port). β > 0 adds
-a sequence-level KL (see rl_dlm/objectives_sequence.py). The defaults are also the official scripts'
+a sequence-level KL (see rl_dlm/objectives/sequence.py). The defaults are also the official scripts'
 (KevinRojas1499/GDPO@1918683 `gdpo/slurm_scripts/`: gauss-3, μ = 12, lr 3e-7, β = 0, ε = 0.5, G = 6); the
 remaining differences from its code are listed in `rl_dlm/likelihood/elbo.py` and
-`rl_dlm/objectives_sequence.py`.
+`rl_dlm/objectives/sequence.py`.
 
     from rl_dlm import GDPOTrainer, GDPOConfig
     trainer = GDPOTrainer(model=path, reward_funcs=[f], args=GDPOConfig(), train_dataset=rows)
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rl_dlm.advantages import get_advantage
 from rl_dlm.components import Components
 from rl_dlm.likelihood.elbo import SequenceELBOEstimator
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
+from rl_dlm.objectives import ClippedSequenceObjective
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 

@@ -99,7 +99,7 @@ class IGPOTrainer(RLTrainer):
             raise ValueError(f"IGPO samples with hints: sampler {type(sampler).__name__} takes no hint_ids; "
                              "use sampler=semi_ar")
         if a.importance_sampling_level == "sequence":
-            from rl_dlm.objectives_sequence import ClippedSequenceObjective
+            from rl_dlm.objectives import ClippedSequenceObjective
 
             objective = ClippedSequenceObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta)
         else:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 from rl_dlm.components import Components
 from rl_dlm.likelihood.prediction_replay import PredictionReplayEstimator
+from rl_dlm.objectives import WeightedTokenObjective
 from rl_dlm.sampling.maskgit import MaskGITSampler
-from rl_dlm.step_credit import StepRewards, WeightedTokenObjective, per_step_advantage
+from rl_dlm.step_credit import StepRewards, per_step_advantage
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 

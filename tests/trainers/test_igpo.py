@@ -236,7 +236,7 @@ def test_always_failing_task_gives_advantages_only_under_igpo(tiny_policy):
 
 
 def test_sequence_ratio_applies_the_filter_inside_the_sequence_mean():
-    objectives = pytest.importorskip("rl_dlm.objectives_sequence")
+    objectives = pytest.importorskip("rl_dlm.objectives")
     # A filtered-out hint token (slot 2) moved by +1 nat: with the loss mask it is outside the sequence mean,
     # so the ratio stays 1; with the plain completion mask it would not.
     old = torch.zeros(1, 4)

@@ -10,7 +10,8 @@ import torch
 
 from rl_dlm.components import Rollout
 from rl_dlm.likelihood.prediction_replay import PredictionReplayEstimator
-from rl_dlm.step_credit import StepRewards, WeightedTokenObjective, per_step_advantage, select_steps
+from rl_dlm.objectives import WeightedTokenObjective
+from rl_dlm.step_credit import StepRewards, per_step_advantage, select_steps
 
 # Step rewards r_t, t = 0..3. Prompt A: rows a0 a1 a2; prompt B: rows b0 b1 b2.
 REWARDS = {"a0": [0, 0, 1, 1], "a1": [0, 1, 1, 1], "a2": [0, 0, 0, 0],
