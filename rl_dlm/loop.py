@@ -1,6 +1,6 @@
 """The training loop. It is algorithm-blind: every algorithm is a choice of components (`Components`).
 
-One iteration of the outer loop, in stages (DESIGN.md §2; stage names are timer names and metric prefixes):
+One iteration of the outer loop, in stages (stage names are timer names and metric prefixes):
 
     1 rollout     sample G completions for each of B prompts                  → Rollout [N = B·G rows]
     2 reward      score them with the reward functions                         → rewards [N]

@@ -19,11 +19,11 @@ tests/likelihood/test_coupled.py checks the guaranteed case on an Ising toy (var
 with the paper's random t), and gives an exact counterexample where coupling raises the variance by 9%.
 
 Checked against the DiffuCoder release (apple/ml-diffucoder, the coupled trainer's `forward_process` and
-`_get_per_token_logps`, as summarised in reference/algorithms.md §2). Deviations:
+`_get_per_token_logps`; docs/trainers/coupled_grpo.md). Deviations:
 - **t is drawn per row, not per micro-batch.** The reference draws one t per call of its log-prob function,
   so a row's masks depend on which rows share its micro-batch and on the global RNG state; here t and u
   come from `row_generator(row_seed, f"mask/{iteration}")`, so the plan is a function of the row alone,
-  re-chunking never changes it, and the old, reference and current log-probs share it (DESIGN.md §3).
+  re-chunking never changes it, and the old, reference and current log-probs share it (rl_dlm/likelihood/base.py).
   Each row is still an unbiased draw of the same estimator; per-row t also decorrelates rows of a batch.
 - The prompt is never masked (the reference's `p_mask_prompt = 0.0` for this recipe), and left padding is
   never touched. As in the reference, all L completion slots are masked/scored, including padding after

@@ -49,7 +49,7 @@ tokens after the first stop token are dropped and right-padded with the pad toke
 shows, unmasked and unscored). Deviations from the official code:
 - **one plan per inner iteration, shared by old, reference and current ELBOs.** The official trainer draws
   fresh masks for the old and the current ELBO, so their ratio is dominated by mask noise; here the masks
-  come from `row_generator(row_seed, f"mask/{iteration}")` and live in the plan (DESIGN.md §3);
+  come from `row_generator(row_seed, f"mask/{iteration}")` and live in the plan (rl_dlm/likelihood/base.py);
 - L defaults to the completion up to the end-of-turn token rather than the 256-slot canvas, and the slots
   after it are visible and unscored, as NeMo-RL's port (`full_canvas=True` restores the official code:
   padding masked at the node's rate and scored). NeMo-RL's views show the pad token there; ours show what

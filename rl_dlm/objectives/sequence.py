@@ -12,7 +12,8 @@ sequences, not tokens. β = 0 is GDPO's default; β > 0 adds a sequence-level KL
 (`rl_dlm.objectives.token.kl_penalty`) on the per-token-normalised difference d_i = (ELBO_ref_i − ELBO_i)/L_i.
 The clip fraction counts sequences where the clip is active (TRL's definition, per sequence).
 
-Checked against the GDPO paper's objective as specified in reference/algorithms.md §3 (ε = 0.5, β = 0).
+Checked against the GDPO paper's objective (arXiv 2510.08554, ε = 0.5, β = 0) and its official code,
+KevinRojas1499/GDPO@1918683:gdpo/gdpo_trainer.py.
 Deviation: none in the formula; the ratio's ELBOs share one mask plan (see rl_dlm/likelihood/elbo.py).
 
 Shapes: logp, old_logp, ref_logp, mask [n, L]; adv [n].
