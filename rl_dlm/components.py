@@ -27,15 +27,18 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-OPTIONAL_FIELDS = ("unmask_step", "step_predictions", "confidence", "hint_mask", "loss_mask")
+# Optional Rollout fields a sampler may record (`Sampler.records`); `step_rewards` is written by a refiner and
+# `advantages` by the loop's stage 3.
+OPTIONAL_FIELDS = ("unmask_step", "step_predictions", "confidence", "step_masked", "hint_mask", "loss_mask")
 
 
 @dataclass
 class Rollout:
-    """Optional fields are filled only by samplers that declare them in `Sampler.records`; an estimator that
-    needs a field states it in `requires`, and the trainer checks the pair at start-up. `extras` holds anything
-    else a component records or derives (per-step rewards, masks of each denoising state, the advantages); its
-    tensors with one entry per row are sliced and concatenated with the rows like the fields."""
+    """Optional fields are filled only by the component that declares them: a sampler in `Sampler.records`, a
+    refiner in `Refiner.records` (`step_rewards`), the loop's stage 3 (`advantages`, before the plan is drawn).
+    An estimator that needs a field states it in `requires`, and the trainer checks the pairs at start-up.
+    `extras` holds a sampler's diagnostics that no other component reads (e.g. the cached sampler's forward
+    count); its tensors with one entry per row are sliced and concatenated with the rows like the fields."""
 
     prompt_ids: Tensor  # [N, P] left padded
     prompt_mask: Tensor  # [N, P] bool, False on padding
@@ -46,8 +49,11 @@ class Rollout:
     unmask_step: Tensor | None = None  # [N, L] step at which each token was committed
     step_predictions: Tensor | None = None  # [N, S, L] predicted full completion at each step
     confidence: Tensor | None = None  # [N, S, L] confidence of each step's prediction
+    step_masked: Tensor | None = None  # [N, S, L] bool, positions masked in the state x_t each step saw
     hint_mask: Tensor | None = None  # [N, L] bool, tokens fixed by a hint (never sampled)
     loss_mask: Tensor | None = None  # [N, L] bool, tokens the objective trains on (None: completion_mask)
+    step_rewards: Tensor | None = None  # [N, S] reward of each step's predicted completion (a refiner's)
+    advantages: Tensor | None = None  # [N] or [N, S] stage 3's advantages, for estimators that plan from credit
     extras: dict = field(default_factory=dict)
 
     @classmethod
@@ -123,18 +129,39 @@ class Sampler(Protocol):
 
 
 class LikelihoodEstimator(Protocol):
+    """`plan` draws the masked views once per inner iteration; the loop scores them one *view group* at a time
+    (`view_groups`, memory flat in K): for each group, `reduce` turns its views' token log-probs into the
+    objective's [n, L] log-probs, `objective_mask` gives the objective's token mask, and the groups' losses are
+    averaged (groups whose views weight no token are skipped). Most estimators have one group of all views
+    (`all_views`) and mask the completion (`completion_tokens`); a replay of the denoising steps has one group per
+    step whose weights are the mask (`weighted_tokens`). `fixed_plan`: the plan does not depend on the iteration
+    (a replay of the rollout), so the loop plans once and scores the old / reference log-probs once."""
+
     requires: frozenset[str]  # optional Rollout fields it reads (checked against the sampler at start-up)
+    fixed_plan: bool
 
     def plan(self, rollout: Rollout, iteration: int) -> MaskPlan: ...
 
     def reduce(self, view_logp: Tensor, plan: MaskPlan) -> Tensor: ...
 
-    # Optional: `view_groups(plan) -> list[index into K]`. An estimator that has it is scored and
-    # back-propagated one group of views at a time (memory flat in K); each group's `weights` are then the
-    # objective's token mask, its loss is the objective on those tokens, and the groups' losses are averaged
-    # (groups without any weight are skipped). See `rl_dlm.loop.update_in_view_groups`.
-    # Optional: `fixed_plan = True` for an estimator whose plan does not depend on the iteration (a replay of
-    # the rollout): the loop plans once and scores the old / reference log-probs once for all μ iterations.
+    def view_groups(self, plan: MaskPlan) -> list: ...
+
+    def objective_mask(self, rollout: Rollout, plan: MaskPlan) -> Tensor: ...
+
+
+def all_views(plan: MaskPlan) -> list[slice]:
+    """The default view grouping: one group of all K views."""
+    return [slice(None)]
+
+
+def completion_tokens(rollout: Rollout, plan: MaskPlan) -> Tensor:
+    """The default objective mask: the rollout's loss mask, else its completion mask. [n, L]"""
+    return rollout.completion_mask if rollout.loss_mask is None else rollout.loss_mask
+
+
+def weighted_tokens(rollout: Rollout, plan: MaskPlan) -> Tensor:
+    """The objective mask of estimators whose view weights already fold in the loss mask: Σ_K weights. [n, L]"""
+    return plan.weights.sum(1)
 
 
 class Objective(Protocol):
@@ -145,7 +172,10 @@ class Objective(Protocol):
 
 
 class Refiner(Protocol):
-    """Stage 2b: may rewrite rows of a scored rollout (e.g. IGPO replaces all-wrong groups with hinted samples)."""
+    """Stage 2b: may rewrite rows of a scored rollout (e.g. IGPO replaces all-wrong groups with hinted samples)
+    or fill the optional Rollout fields it declares in `records` (e.g. MDPO's `step_rewards`)."""
+
+    records: frozenset[str]
 
     def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn) -> tuple[Rollout, object]: ...
 

@@ -5,13 +5,13 @@ One iteration of the outer loop, in stages (stage names are timer names and metr
     1 rollout     sample G completions for each of B prompts                  → Rollout [N = B·G rows]
     2 reward      score them with the reward functions                         → rewards [N]
     2b refine     optional stages that may rewrite part of a group (IGPO hints) or record more credit
-                  (per-step rewards [N, S] in `rollout.extras["step_rewards"]`, MDPO)  → Rollout, rewards
+                  (per-step rewards [N, S] in `rollout.step_rewards`, MDPO)  → Rollout, rewards
     3 advantage   group-relative advantages of the step rewards if recorded, else of the rewards
-                                                                              → adv [N] or [N, S]
+                  (`rollout.advantages`, before the plan: MDPO plans from the credit)  → adv [N] or [N, S]
     4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (μ > 1; μ = 1 uses
                   stage 5's own, detached: ρ ≡ 1) and reference log-probs, no grad  → plans, old_logp, ref_logp
-    5 update      μ inner iterations × micro-batches: score the current policy on the same plan,
-                  objective(logp, old_logp, ref_logp, adv) → backward
+    5 update      μ inner iterations × micro-batches × the estimator's view groups: score the current policy
+                  on the same plan, objective(logp, old_logp, ref_logp, adv, mask) → backward
     6 step        clip, optimizer and scheduler step once per inner iteration (a non-finite one is skipped and
                   counted, `rl_dlm/run_guard.py`), log, checkpoint
 
@@ -23,18 +23,17 @@ a group may span ranks, so stage 3 gathers rewards and group ids from every rank
 indices, so what a row samples and masks does not depend on the number of processes. Metrics are averaged over
 ranks by the tracker; `tokens_per_s/<stage>` counts rollout tokens generated and training tokens forwarded.
 
-An estimator with `view_groups` (trajectory replay, CJ-GRPO; step replay, MDPO) is updated one group of
-views at a time: stage 5 scores a group, calls the objective on the tokens that group weights, and
-back-propagates before the next, so memory does not grow with the number of views
-(`update_in_view_groups`). Per-step advantages [N, S] reach the objective through the views' `view_steps`.
-The advantages are also left in `rollout.extras["adv"]` before planning, for estimators that plan from the
-credit (MDPO keeps the steps with the most advantage mass).
+Stage 5 updates one group of views at a time (`LikelihoodEstimator.view_groups`, rl_dlm/components.py): it
+scores a group, calls the objective on the group's tokens (`objective_mask`) and back-propagates before the next,
+so memory does not grow with the number of views (`update_micro_batch`). Most estimators have one group of all
+views; the replays (trajectory, CJ-GRPO; steps, MDPO) have one per step. Per-step advantages [N, S] reach the
+objective through the views' `view_steps`.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -76,13 +75,11 @@ def _micro_batches(n: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def _score_no_grad(policy, estimator, rollout: Rollout, plan, chunk: int | None) -> Tensor:
-    """Old / reference log-probs: reduced [N, L], or per view [N, K, L] for an estimator with view groups
-    (each group is reduced on its own in stage 5), scored one group at a time, in eval mode."""
+    """Old / reference token log-probs per view [N, K, L] (each view group is reduced on its own in stage 5),
+    scored one group at a time, in eval mode; groups that weight no token are left at 0."""
     was_training = policy.model.training
     policy.model.eval()
     try:
-        if not hasattr(estimator, "view_groups"):
-            return estimator.reduce(score(policy, rollout, plan, chunk), plan)
         n, k, total = plan.input_ids.shape
         out = torch.zeros(n, k, total - rollout.prompt_ids.shape[1], device=plan.input_ids.device)
         for g in estimator.view_groups(plan):
@@ -112,14 +109,15 @@ def _view_credit(adv: Tensor, plan) -> Tensor:
     return adv.gather(1, plan.view_steps.to(adv.device))[:, 0]
 
 
-def update_in_view_groups(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
-                          ref_logp: Tensor | None, adv: Tensor, scale: float,
-                          backward: Callable[[Tensor], None]) -> dict[str, float]:
-    """Stage 5 for an estimator with `view_groups`: one forward, objective and backward per group of views.
+def update_micro_batch(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
+                       ref_logp: Tensor | None, adv: Tensor, micro_batches: int,
+                       backward: Callable[[Tensor], None]) -> dict[str, float]:
+    """Stage 5 on one micro-batch: one forward, objective and backward per view group of the estimator.
 
-    The group's weights are the objective's token mask (the estimator folds the completion / loss mask into
-    them); the loss is averaged over the groups that weight any token, so one view per step gives "token
-    mean within each step, then mean over steps". old_logp (None: μ = 1), ref_logp: [n, K, L] per view."""
+    The objective's token mask is the estimator's `objective_mask` (the completion / loss mask; for a replay,
+    the group's weights); the loss is averaged over the groups that weight any token, so one view per step gives
+    "token mean within each step, then mean over steps", and over the `micro_batches` of the inner iteration.
+    old_logp (None: μ = 1, the current log-probs detached), ref_logp: [n, K, L] per view."""
     est, objective = components.estimator, components.objective
     groups = [g for g in est.view_groups(plan) if (plan.weights[:, g] != 0).any()]
     totals: dict[str, float] = {}
@@ -128,8 +126,8 @@ def update_in_view_groups(policy, components: Components, part: Rollout, plan, o
         logp = est.reduce(score(policy, part, sub), sub)
         old = logp.detach() if old_logp is None else est.reduce(old_logp[:, g], sub)
         ref = None if ref_logp is None else est.reduce(ref_logp[:, g], sub)
-        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), sub.weights.sum(1))
-        backward(loss * scale / len(groups))
+        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), est.objective_mask(part, sub))
+        backward(loss / micro_batches / len(groups))
         for k, v in {"loss": loss.item(), **stats}.items():
             totals[k] = totals.get(k, 0.0) + v / len(groups)
     return totals
@@ -174,18 +172,15 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
 
         # 3 advantage ----------------------------------------------------------------------------------------
         with tracker.stage("advantage"):
-            credit = rollout.extras.get("step_rewards", result.total)  # [N] or [N, S]
+            credit = result.total if rollout.step_rewards is None else rollout.step_rewards  # [N] or [N, S]
             local = slice(rt.rank * rollout.num_rows, (rt.rank + 1) * rollout.num_rows)
             adv = c.advantage(rt.gather(credit), group_ids)[local].to(policy.device)
-            rollout.extras["adv"] = adv
-        grouped = hasattr(c.estimator, "view_groups")
-        if adv.dim() > 1 and not grouped:
-            raise ValueError("per-step advantages [N, S] need a step-replaying estimator (with view_groups)")
+            rollout = replace(rollout, advantages=adv)
 
         # 4 plan masks once per inner iteration (those that will run); old and reference log-probs -----------
         with tracker.stage("old_logp"):
             iterations = min(s.num_iterations, s.max_steps - step)
-            if getattr(c.estimator, "fixed_plan", False):  # e.g. trajectory replay: one plan, scored once
+            if c.estimator.fixed_plan:  # e.g. trajectory replay: one plan, scored once
                 plans = [c.estimator.plan(rollout, 0)] * iterations
             else:
                 plans = [c.estimator.plan(rollout, it) for it in range(iterations)]
@@ -206,17 +201,8 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                     part, plan = rollout.rows(mb), plans[it].rows(mb)
                     old_mb, ref_mb = (None if t[it] is None else t[it][mb] for t in (old, ref))  # old None: μ = 1
                     tracker.count("update", plan.input_ids.numel())
-                    if grouped:
-                        stats = update_in_view_groups(policy, c, part, plan, old_mb, ref_mb, adv[mb], 1 / len(batches),
-                                                      backward)
-                        for k, v in stats.items():
-                            totals[k] = totals.get(k, 0.0) + v / len(batches)
-                        continue
-                    logp = c.estimator.reduce(score(policy, part, plan), plan)
-                    mask = part.completion_mask if part.loss_mask is None else part.loss_mask
-                    loss, stats = c.objective(logp, logp.detach() if old_mb is None else old_mb, ref_mb, adv[mb], mask)
-                    backward(loss / len(batches))
-                    for k, v in {"loss": loss.item(), **stats}.items():
+                    stats = update_micro_batch(policy, c, part, plan, old_mb, ref_mb, adv[mb], len(batches), backward)
+                    for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v / len(batches)
                 grad_norm, applied = rt.step()  # not applied: a non-finite loss or gradient, discarded
             step += 1

@@ -6,7 +6,7 @@ The loop stages they plug into:
 
     2b  StepRewards          r_t = reward(decode(x̂0_t)) for t < S − 1, in ONE batched reward call of
                              N·(S − 1) rows (the last prediction is the final completion, already scored)
-                             → rollout.extras["step_rewards"] [N, S]
+                             → rollout.step_rewards [N, S]
     3   per_step_advantage   raw_t = (r_t − r_{t−1}) + mean(r_{t+1..S−1}) for t < S − 1, r_{−1} = 0; the
                              last step's raw = (r_{S−1} − r_{S−2}) + r_{S−1} (the reference's: the future
                              term of the last step is its own reward);
@@ -46,6 +46,8 @@ from rl_dlm.components import Rollout, completion_mask_from
 class StepRewards:
     """Stage 2b: per-step rewards of the predicted completions (needs `step_predictions`)."""
 
+    records: frozenset = frozenset({"step_rewards"})
+
     def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn):
         preds = rollout.step_predictions  # [N, S, L]
         if preds is None:
@@ -61,7 +63,7 @@ class StepRewards:
                               completion_mask=completion_mask_from(ids, policy.stop_id),
                               group_ids=rollout.group_ids.repeat(scored), row_seeds=rollout.row_seeds.repeat(scored))
             step_rewards[:, :scored] = score_fn(stacked).total.reshape(scored, n).T
-        rollout = replace(rollout, extras={**rollout.extras, "step_rewards": step_rewards})
+        rollout = replace(rollout, step_rewards=step_rewards)
         first = step_rewards[:, 0][~torch.isnan(step_rewards[:, 0])]
         result.stats["step_reward/first"] = first.mean().item() if first.numel() else float("nan")
         return rollout, result

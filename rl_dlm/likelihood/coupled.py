@@ -29,7 +29,7 @@ Checked against the DiffuCoder release (apple/ml-diffucoder, the coupled trainer
   never touched. As in the reference, all L completion slots are masked/scored, including padding after
   the end-of-turn token; the objective's completion mask keeps that padding out of the loss.
 
-    est = CoupledEstimator(t_min=0.2, t_max=0.8)     # mask_id is set by the trainer
+    est = CoupledEstimator(t_min=0.2, t_max=0.8, mask_id=policy.mask_id)
     plan = est.plan(rollout, iteration=0)             # input_ids [N, 3, P + L], weights [N, 3, L]
     logp = est.reduce(score(policy, rollout, plan), plan)   # [N, L]
 """
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.components import MaskPlan, Rollout
+from rl_dlm.components import MaskPlan, Rollout, all_views, completion_tokens
 from rl_dlm.likelihood.base import weighted_sum
 from rl_dlm.sampling.rollout import row_generator
 
@@ -49,8 +49,11 @@ from rl_dlm.sampling.rollout import row_generator
 class CoupledEstimator:
     t_min: float = 0.2
     t_max: float = 0.8
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
         if not 0.0 < self.t_min <= self.t_max < 1.0:

@@ -58,7 +58,7 @@ shows, unmasked and unscored). Deviations from the official code:
 - the prompt is never masked, as in both; left padding gets a key-padding mask (the official scoring passes
   no attention mask, so a left-padded prompt attends to its padding).
 
-    est = SequenceELBOEstimator(nodes=3)                     # mask_id is set by the trainer
+    est = SequenceELBOEstimator(nodes=3, mask_id=policy.mask_id)
     plan = est.plan(rollout, iteration=0)                     # input_ids [N, 3, P + L], weights [N, 3, L]
     elbo = est.reduce(score(policy, rollout, plan), plan).sum(1)   # [N]
 """
@@ -71,7 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rl_dlm.components import MaskPlan, Rollout
+from rl_dlm.components import MaskPlan, Rollout, all_views, completion_tokens
 from rl_dlm.likelihood.base import weighted_sum
 from rl_dlm.sampling.rollout import row_generator
 
@@ -99,8 +99,11 @@ class SequenceELBOEstimator:
     mask_count: str | None = None  # None: "floor" for gauss_legendre, "bernoulli" for monte_carlo
     full_canvas: bool = False
     mask_tail: bool = False  # False: the slots after end-of-turn stay visible, as in NeMo-RL
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:

@@ -190,13 +190,13 @@ class RLTrainer:
 
     def check_components(self):
         check_sampler_family(self.components.sampler, self.policy)
-        missing = set(self.components.estimator.requires) - set(self.components.sampler.records)
+        c = self.components
+        recorded = set(c.sampler.records).union(*(r.records for r in c.refiners))
+        missing = set(c.estimator.requires) - recorded
         if missing:
             raise ValueError(
                 f"the likelihood estimator needs rollout field(s) {sorted(missing)} that sampler "
-                f"{type(self.components.sampler).__name__} does not record; pick a sampler that records them")
-        if hasattr(self.components.estimator, "mask_id"):
-            self.components.estimator.mask_id = self.policy.mask_id
+                f"{type(c.sampler).__name__} does not record; pick a sampler that records them")
 
     # -- running -------------------------------------------------------------------------------------------
     def make_optimizer(self):

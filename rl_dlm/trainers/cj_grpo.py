@@ -50,7 +50,7 @@ class CJGRPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=TrajectoryReplayEstimator(),
+            estimator=TrajectoryReplayEstimator(mask_id=self.policy.mask_id),
             objective=ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta),
             advantage=get_advantage(a.advantage_name),
         )

@@ -70,7 +70,7 @@ class CoupledGRPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=CoupledEstimator(t_min=a.mask_ratio_min, t_max=a.mask_ratio_max),
+            estimator=CoupledEstimator(t_min=a.mask_ratio_min, t_max=a.mask_ratio_max, mask_id=self.policy.mask_id),
             objective=ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta),
             advantage=get_advantage(a.advantage_name),
         )

@@ -34,7 +34,7 @@ class DiffuGRPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=OneStepEstimator(p_mask_prompt=a.p_mask_prompt),
+            estimator=OneStepEstimator(p_mask_prompt=a.p_mask_prompt, mask_id=self.policy.mask_id),
             objective=ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta),
             advantage=get_advantage(a.advantage_name),
         )

@@ -47,10 +47,10 @@ class GDPOConfig(RLConfig):
                              "p_mask_prompt at 0")
         self.estimator()  # validates elbo_nodes, elbo_sampler and elbo_mask_count
 
-    def estimator(self) -> SequenceELBOEstimator:
+    def estimator(self, mask_id: int = -1) -> SequenceELBOEstimator:
         return SequenceELBOEstimator(nodes=self.elbo_nodes, sampler=self.elbo_sampler,
                                      mask_count=self.elbo_mask_count, full_canvas=self.full_canvas,
-                                     mask_tail=self.mask_tail)
+                                     mask_tail=self.mask_tail, mask_id=mask_id)
 
 
 class GDPOTrainer(RLTrainer):
@@ -60,7 +60,7 @@ class GDPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=a.estimator(),
+            estimator=a.estimator(mask_id=self.policy.mask_id),
             objective=ClippedSequenceObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
                                                full_canvas=a.full_canvas),
             advantage=get_advantage(a.advantage_name),

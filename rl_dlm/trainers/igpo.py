@@ -107,5 +107,6 @@ class IGPOTrainer(RLTrainer):
         refiner = HintRefiner(sampler=sampler, is_correct=self.rewards.is_correct, trace_column=a.hint_column,
                               max_replacements=a.hint_max_replacements, entropy_top_frac=a.hint_entropy_top_frac,
                               hints=a.hint_settings())
-        return Components(sampler=sampler, estimator=OneStepEstimator(p_mask_prompt=a.p_mask_prompt),
+        estimator = OneStepEstimator(p_mask_prompt=a.p_mask_prompt, mask_id=self.policy.mask_id)
+        return Components(sampler=sampler, estimator=estimator,
                           objective=objective, advantage=get_advantage(a.advantage_name), refiners=[refiner])

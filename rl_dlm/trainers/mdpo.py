@@ -62,7 +62,7 @@ class MDPOTrainer(RLTrainer):
             sampler=sampler,
             estimator=PredictionReplayEstimator(top_k_steps=a.top_k_steps,
                                                 temperature=temperature,
-                                                stop_id=self.policy.stop_id),
+                                                mask_id=self.policy.mask_id, stop_id=self.policy.stop_id),
             objective=WeightedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
                                              kl="k2"),
             advantage=per_step_advantage,
