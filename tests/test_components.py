@@ -65,3 +65,49 @@ def test_docstrings_cite_files_in_the_repository():
         for cited in re.findall(r"\brl_dlm/[\w/]+\.py\b", text):
             assert (ROOT / cited).exists(), f"{path.relative_to(ROOT)} cites {cited}"
     assert inspect.getsource(LikelihoodEstimator)  # the contract is documented where it is defined
+
+
+def test_an_estimator_may_keep_per_view_scores_for_its_objective(tiny_lora_policy):
+    """`reduce` may return per-view log-probs [n, K, L] (an estimator that declares `per_view_scores`): the loop
+    hands them to the objective as they are, old and reference alike, with the per-row advantages."""
+    import torch
+
+    from rl_dlm.components import Components, Rollout
+    from rl_dlm.likelihood.one_step import OneStepEstimator
+    from rl_dlm.loop import _score_no_grad, update_micro_batch
+
+    policy = tiny_lora_policy
+    n, p, length, k = 2, 3, 4, 2
+    rollout = Rollout(prompt_ids=torch.full((n, p), 5), prompt_mask=torch.ones(n, p, dtype=torch.bool),
+                      completion_ids=torch.randint(10, 60, (n, length)),
+                      completion_mask=torch.ones(n, length, dtype=torch.bool), group_ids=torch.tensor([0, 0]),
+                      row_seeds=torch.tensor([1, 2]))
+
+    class PerView(OneStepEstimator):
+        per_view_scores = True
+
+        def plan(self, rollout, iteration):
+            one = super().plan(rollout, iteration)
+            return MaskPlan(input_ids=one.input_ids.repeat(1, k, 1), weights=one.weights.repeat(1, k, 1))
+
+        @staticmethod
+        def reduce(view_logp, plan):
+            return view_logp * (plan.weights != 0)
+
+    seen = []
+
+    class Objective:
+        needs_reference = False
+
+        def __call__(self, logp, old_logp, ref_logp, adv, mask):
+            seen.append((logp.shape, old_logp.shape, adv.shape, mask.shape))
+            return -(logp.sum(-1).mean(-1) * adv).mean(), {}
+
+    est = PerView(mask_id=policy.mask_id)
+    plan = est.plan(rollout, 0)
+    old = _score_no_grad(policy, est, rollout, plan, None)
+    components = Components(sampler=None, estimator=est, objective=Objective(), advantage=None)
+    stats = update_micro_batch(policy, components, rollout, plan, old, None, torch.tensor([1.0, -1.0]), 1,
+                               torch.Tensor.backward)
+    assert seen == [((n, k, length), (n, k, length), (n,), (n, length))]
+    assert torch.isfinite(torch.tensor(stats["loss"]))

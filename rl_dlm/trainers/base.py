@@ -195,8 +195,8 @@ class RLTrainer:
         missing = set(c.estimator.requires) - recorded
         if missing:
             raise ValueError(
-                f"the likelihood estimator needs rollout field(s) {sorted(missing)} that sampler "
-                f"{type(c.sampler).__name__} does not record; pick a sampler that records them")
+                f"the likelihood estimator {type(c.estimator).__name__} needs rollout field(s) {sorted(missing)} "
+                f"that sampler {type(c.sampler).__name__} does not record; pick a sampler that records them")
 
     # -- running -------------------------------------------------------------------------------------------
     def make_optimizer(self):
