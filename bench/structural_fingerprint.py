@@ -4,7 +4,7 @@ A change that only moves code (a refactor of modules, configs or the loop's shap
 unchanged, bit for bit. This script runs each algorithm through the same path as `rl-dlm train algo=<name>`
 (`rl_dlm.hydra_app.compose_config` + `build` + `trainer.train()`) on the embedded tiny LLaDA, at the smallest
 settings that still exercise the algorithm's path (μ = 2 where the algorithm allows it, so the old log-probs are
-scored; MDPO keeps its μ = 1), and records the tracker history minus the `time/` and `tokens_per_s/` keys.
+scored; MDPO keeps its μ = 1; two micro-batches per inner iteration), and records the tracker history minus the `time/` and `tokens_per_s/` keys.
 
     python bench/structural_fingerprint.py              # compare against bench/results/structural_fingerprint.json
     python bench/structural_fingerprint.py --write      # record a new fingerprint (names the current commit)
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ ALGOS = {  # algorithm → its overrides: μ and the knobs that keep its path sh
 SMALL = ["num_generations=2", "per_device_train_batch_size=4", "task.train_size=8", "task.eval_size=4",
          "eval.before=false", "eval.after=false", "lora_r=4", "lora_alpha=8", "lora_dropout=0.0", "logging_steps=1",
          "learning_rate=1e-2", "report_to=[none]", "max_completion_length=16", "diffusion_steps=8",
-         "block_length=16", "seed=3", "save_steps=0",
+         "block_length=16", "seed=3", "save_steps=0", "gradient_accumulation_steps=2",
          "+task.rewards.text=" "{_target_: bench.structural_fingerprint.text_reward}"]
 DROPPED = ("time/", "tokens_per_s/")
 
@@ -80,6 +81,9 @@ def fingerprint(algos) -> dict[str, list[dict]]:
 
 
 def _commit() -> str:
+    """The commit the fingerprint is made at: `FINGERPRINT_COMMIT` for an exported tree (`git archive`), else HEAD."""
+    if os.environ.get("FINGERPRINT_COMMIT"):
+        return os.environ["FINGERPRINT_COMMIT"]
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
