@@ -49,20 +49,23 @@ from rl_dlm.run_guard import SkippedSteps
 
 @dataclass
 class LoopSettings:
+    """The loop's share of the trainer config: the same names, no defaults of its own (they live once, on
+    `RLConfig`, rl_dlm/trainers/base.py, which fills these fields by name)."""
+
     max_steps: int
     num_generations: int
-    num_iterations: int = 1
-    per_device_train_batch_size: int = 6
-    gradient_accumulation_steps: int = 1
-    max_prompt_length: int | None = 200
-    max_grad_norm: float | None = 1.0
-    logging_steps: int = 1
-    save_steps: int = 0
-    save_total_limit: int | None = None
-    output_dir: str = "outputs"
-    seed: int = 0
-    forward_batch_size: int | None = None  # rows per no-grad forward in stage 4 (None = all)
-    max_skipped_steps: int = 3  # non-finite steps in a row before the run stops
+    num_iterations: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_prompt_length: int | None
+    max_grad_norm: float | None
+    logging_steps: int
+    save_steps: int
+    save_total_limit: int | None
+    output_dir: str
+    seed: int
+    forward_batch_size: int | None  # rows per no-grad forward in stage 4 (None = all)
+    max_skipped_steps: int  # non-finite steps in a row before the run stops
 
     @property
     def rows_per_rollout(self) -> int:

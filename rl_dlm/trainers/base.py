@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -213,14 +213,7 @@ class RLTrainer:
         return optimizer, scheduler
 
     def loop_settings(self) -> LoopSettings:
-        a = self.args
-        return LoopSettings(
-            max_steps=a.max_steps, num_generations=a.num_generations, num_iterations=a.num_iterations,
-            per_device_train_batch_size=a.per_device_train_batch_size,
-            gradient_accumulation_steps=a.gradient_accumulation_steps, max_prompt_length=a.max_prompt_length,
-            max_grad_norm=a.max_grad_norm, logging_steps=a.logging_steps, save_steps=a.save_steps,
-            save_total_limit=a.save_total_limit, output_dir=a.output_dir, seed=a.seed,
-            forward_batch_size=a.forward_batch_size, max_skipped_steps=a.max_skipped_steps)
+        return LoopSettings(**{f.name: getattr(self.args, f.name) for f in fields(LoopSettings)})
 
     def train(self, progress: Callable | None = None) -> list[dict]:
         """Runs to `max_steps`. On Ctrl-C, SIGTERM or an error, saves a checkpoint of the last completed step and
