@@ -26,7 +26,8 @@ from torch import Tensor
 import rl_dlm.models.dream as dream_module
 import rl_dlm.models.llada as llada_module
 import rl_dlm.models.policy as policy_module
-from rl_dlm.sampling.rollout import Rollout, start_canvas
+from rl_dlm.components import Rollout
+from rl_dlm.sampling.rollout import start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, transfer_counts
 
 

@@ -7,8 +7,8 @@ What is written to `<dir>`:
   code modules, which `rl_dlm.models.families` also recognises);
 - `model-0000k-of-0000n.safetensors` (6 shards for LLaDA-8B, 4 for Dream-7B, split by size in the official key
   order) and `model.safetensors.index.json` (`metadata.total_size`, `weight_map`), with the official weight names
-  (reference/models.md): LLaDA `model.transformer.{wte, blocks.N.*, ln_f, ff_out}`, Dream `model.{embed_tokens,
-  layers.N.*, norm}` + `lm_head` (q/k/v biases included);
+  (the official safetensors indexes): LLaDA `model.transformer.{wte, blocks.N.*, ln_f, ff_out}`,
+  Dream `model.{embed_tokens, layers.N.*, norm}` + `lm_head` (q/k/v biases included);
 - a tokenizer (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`) with the real vocabulary size
   and the family's special tokens at their official ids: LLaDA `<|startoftext|>` 126080 (BOS), `<|endoftext|>`
   126081 (EOS and pad), `<|mdm_mask|>` 126336 (mask; like the official tokenizer it does not set `mask_token`),

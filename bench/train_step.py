@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.previous_paths import FullLogitsPolicy, previous_paths  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
+from rl_dlm.components import Rollout  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
 from rl_dlm.likelihood.one_step import OneStepEstimator  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
 from rl_dlm.objectives import ClippedTokenObjective  # noqa: E402
-from rl_dlm.sampling.rollout import Rollout  # noqa: E402
 
 
 def main():

@@ -34,6 +34,7 @@ from rewards.math import (
     gsm8k_correctness_reward,
     gsm8k_int_reward,
     is_equivalent,
+    last_boxed,
     math_correctness_reward,
     math_format_reward,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "gsm8k_correctness_reward",
     "gsm8k_int_reward",
     "is_equivalent",
+    "last_boxed",
     "math_correctness_reward",
     "math_format_reward",
     "soft_format_reward",

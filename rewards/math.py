@@ -65,6 +65,7 @@ from rewards._extract import column, completion_text, hash_answer, last_boxed, l
 
 __all__ = [
     "extract_answer",
+    "last_boxed",
     "is_equivalent",
     "answer_match_reward",
     "gsm8k_correctness_reward",

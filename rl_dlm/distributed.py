@@ -18,7 +18,7 @@ rows (each prompt G times, a group's rows contiguous) and keeps rows [rank·n, (
 so rewards and group ids are all-gathered before the advantage, which then equals the single-process one. Row seeds
 are global row indices, so a row's rollout and masks do not depend on the number of ranks.
 
-DeepSpeed facts relied on (`reference/environment.md`):
+DeepSpeed facts relied on (tests/test_distributed.py runs them on CPU):
 - on CPU the process group is gloo (`InitProcessGroupKwargs(backend="gloo")`), and a torch optimizer needs
   `zero_allow_untested_optimizer` (no fused-Adam JIT);
 - ZeRO-3 aborts at exit unless `engine.destroy()` then `destroy_process_group()` run: `close()` does both, and is

@@ -1,6 +1,6 @@
 """Held-out evaluation: greedy rollouts scored by the task's rewards → accuracy, and the papers' protocol.
 
-The protocol of the LLaDA RL papers (d1 and its successors; algorithms.md §7): zero-shot, greedy (T = 0), each
+The protocol of the LLaDA RL papers (d1 and its successors; docs/evaluation.md): zero-shot, greedy (T = 0), each
 of the generation lengths 128 / 256 / 512 with steps = length / 2 and block 32. Any sampler can stand in for the
 semi-AR one (`make_sampler`); the protocol only fixes its length, steps, block and temperature.
 
@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rl_dlm.data.prompts import completion_texts
-from rl_dlm.loop import batch_row_seeds, generate, score_rollout
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 
 PAPER_GEN_LENGTHS = (128, 256, 512)
 PAPER_BLOCK_LENGTH = 32

@@ -1,17 +1,17 @@
 """The training loop. It is algorithm-blind: every algorithm is a choice of components (`Components`).
 
-One iteration of the outer loop, in stages (DESIGN.md §2; stage names are timer names and metric prefixes):
+One iteration of the outer loop, in stages (stage names are timer names and metric prefixes):
 
     1 rollout     sample G completions for each of B prompts                  → Rollout [N = B·G rows]
     2 reward      score them with the reward functions                         → rewards [N]
     2b refine     optional stages that may rewrite part of a group (IGPO hints) or record more credit
-                  (per-step rewards [N, S] in `rollout.extras["step_rewards"]`, MDPO)  → Rollout, rewards
+                  (per-step rewards [N, S] in `rollout.step_rewards`, MDPO)  → Rollout, rewards
     3 advantage   group-relative advantages of the step rewards if recorded, else of the rewards
-                                                                              → adv [N] or [N, S]
+                  (`rollout.advantages`, before the plan: MDPO plans from the credit)  → adv [N] or [N, S]
     4 old_logp    for each of μ inner iterations: draw the mask plan once, score the old (μ > 1; μ = 1 uses
                   stage 5's own, detached: ρ ≡ 1) and reference log-probs, no grad  → plans, old_logp, ref_logp
-    5 update      μ inner iterations × micro-batches: score the current policy on the same plan,
-                  objective(logp, old_logp, ref_logp, adv) → backward
+    5 update      μ inner iterations × micro-batches × the estimator's view groups: score the current policy
+                  on the same plan, objective(logp, old_logp, ref_logp, adv, mask) → backward
     6 step        clip, optimizer and scheduler step once per inner iteration (a non-finite one is skipped and
                   counted, `rl_dlm/run_guard.py`), log, checkpoint
 
@@ -23,123 +23,53 @@ a group may span ranks, so stage 3 gathers rewards and group ids from every rank
 indices, so what a row samples and masks does not depend on the number of processes. Metrics are averaged over
 ranks by the tracker; `tokens_per_s/<stage>` counts rollout tokens generated and training tokens forwarded.
 
-An estimator with `view_groups` (trajectory replay, CJ-GRPO; step replay, MDPO) is updated one group of
-views at a time: stage 5 scores a group, calls the objective on the tokens that group weights, and
-back-propagates before the next, so memory does not grow with the number of views
-(`update_in_view_groups`). Per-step advantages [N, S] reach the objective through the views' `view_steps`.
-The advantages are also left in `rollout.extras["adv"]` before planning, for estimators that plan from the
-credit (MDPO keeps the steps with the most advantage mass).
+Stage 5 updates one group of views at a time (`LikelihoodEstimator.view_groups`, rl_dlm/components.py): it
+scores a group, calls the objective on the group's tokens (`objective_mask`) and back-propagates before the next,
+so memory does not grow with the number of views (`update_micro_batch`). Most estimators have one group of all
+views; the replays (trajectory, CJ-GRPO; steps, MDPO) have one per step. Per-step advantages [N, S] reach the
+objective through the views' `view_steps`.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from rl_dlm.advantages import zero_std_fraction
-from rl_dlm.data.prompts import completion_texts, encode_prompts, reward_columns
+from rl_dlm.components import Components, Rollout
 from rl_dlm.distributed import LocalRuntime, rank_share
-from rl_dlm.likelihood.base import LikelihoodEstimator, score
+from rl_dlm.likelihood.base import score
 from rl_dlm.reward_runner import RewardRunner
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 from rl_dlm.run_guard import SkippedSteps
-from rl_dlm.sampling.base import Sampler
-from rl_dlm.sampling.rollout import Rollout
-
-
-class Objective(Protocol):
-    needs_reference: bool
-
-    def __call__(self, logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, adv: Tensor,
-                 mask: Tensor) -> tuple[Tensor, dict[str, float]]: ...
-
-
-class Refiner(Protocol):
-    """Stage 2b: may rewrite rows of a scored rollout (e.g. IGPO replaces all-wrong groups with hinted samples)."""
-
-    def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn) -> tuple[Rollout, object]: ...
-
-
-@dataclass
-class Components:
-    sampler: Sampler
-    estimator: LikelihoodEstimator
-    objective: Objective
-    advantage: Callable[[Tensor, Tensor], Tensor]
-    refiners: list[Refiner] = field(default_factory=list)
 
 
 @dataclass
 class LoopSettings:
+    """The loop's share of the trainer config: the same names, no defaults of its own (they live once, on
+    `RLConfig`, rl_dlm/trainers/base.py, which fills these fields by name)."""
+
     max_steps: int
     num_generations: int
-    num_iterations: int = 1
-    per_device_train_batch_size: int = 6
-    gradient_accumulation_steps: int = 1
-    max_prompt_length: int | None = 200
-    max_grad_norm: float | None = 1.0
-    logging_steps: int = 1
-    save_steps: int = 0
-    save_total_limit: int | None = None
-    output_dir: str = "outputs"
-    seed: int = 0
-    forward_batch_size: int | None = None  # rows per no-grad forward in stage 4 (None = all)
-    max_skipped_steps: int = 3  # non-finite steps in a row before the run stops
+    num_iterations: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_prompt_length: int | None
+    max_grad_norm: float | None
+    logging_steps: int
+    save_steps: int
+    save_total_limit: int | None
+    output_dir: str
+    seed: int
+    forward_batch_size: int | None  # rows per no-grad forward in stage 4 (None = all)
+    max_skipped_steps: int  # non-finite steps in a row before the run stops
 
     @property
     def rows_per_rollout(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
-
-
-def batch_row_seeds(seed: int, rollout_index: int, n: int) -> Tensor:
-    """Distinct, reproducible seeds for the rows of one rollout batch."""
-    base = (seed * 1_000_003 + rollout_index) * 65_536
-    return torch.arange(base, base + n, dtype=torch.long)
-
-
-@torch.no_grad()
-def generate(policy, sampler: Sampler, rows: list[dict], group_size: int | list[int], seeds: Tensor,
-             max_prompt_length: int | None) -> Rollout:
-    """Stage 1: B prompts → a Rollout of B·G rows, rows of a group contiguous (group id = prompt index).
-    `group_size` may be a list of per-prompt row counts (a rank's share of groups that span ranks)."""
-    ids, mask = encode_prompts(policy.tokenizer, [r["prompt"] for r in rows], max_prompt_length, policy.device)
-    counts = torch.tensor(_counts(rows, group_size), device=ids.device)
-    ids, mask = ids.repeat_interleave(counts, 0), mask.repeat_interleave(counts, 0)
-    was_training = policy.model.training
-    policy.model.eval()
-    try:
-        with policy.inference():
-            rollout = sampler.sample(policy, ids, mask, seeds.to(policy.device))
-    finally:
-        policy.model.train(was_training)
-    group_ids = torch.arange(len(rows), device=ids.device).repeat_interleave(counts)
-    return replace(rollout, group_ids=group_ids)
-
-
-def _counts(rows: list, group_size: int | list[int]) -> list[int]:
-    return list(group_size) if isinstance(group_size, (list, tuple)) else [group_size] * len(rows)
-
-
-def score_rollout(policy, rewards: RewardRunner, rollout: Rollout, rows: list[dict], group_size: int | list[int]):
-    """Stage 2: decode and score every row of a rollout with the reward functions.
-
-    A rollout may stack m copies of the batch (e.g. one per denoising step, for per-step rewards): rows
-    m·B·G long are scored in one call, the dataset rows repeating every B·G."""
-    expanded = [row for row, count in zip(rows, _counts(rows, group_size)) for _ in range(count)]
-    if rollout.num_rows % len(expanded):
-        raise ValueError(f"a rollout of {rollout.num_rows} rows cannot be scored against {len(expanded)} rows")
-    expanded = expanded * (rollout.num_rows // len(expanded))
-    completions = completion_texts(policy.tokenizer, rollout.completion_ids, rollout.completion_mask)
-    ids = [c[m].tolist() for c, m in zip(rollout.completion_ids, rollout.completion_mask)]
-    columns = reward_columns(expanded)
-    if isinstance(expanded[0]["prompt"], list):  # conversational rows: TRL passes message lists
-        completions_in = [[{"role": "assistant", "content": c}] for c in completions]
-    else:
-        completions_in = completions
-    return rewards([r["prompt"] for r in expanded], completions_in, ids, columns)
 
 
 def _micro_batches(n: int, size: int) -> list[slice]:
@@ -148,13 +78,11 @@ def _micro_batches(n: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def _score_no_grad(policy, estimator, rollout: Rollout, plan, chunk: int | None) -> Tensor:
-    """Old / reference log-probs: reduced [N, L], or per view [N, K, L] for an estimator with view groups
-    (each group is reduced on its own in stage 5), scored one group at a time, in eval mode."""
+    """Old / reference token log-probs per view [N, K, L] (each view group is reduced on its own in stage 5),
+    scored one group at a time, in eval mode; groups that weight no token are left at 0."""
     was_training = policy.model.training
     policy.model.eval()
     try:
-        if not hasattr(estimator, "view_groups"):
-            return estimator.reduce(score(policy, rollout, plan, chunk), plan)
         n, k, total = plan.input_ids.shape
         out = torch.zeros(n, k, total - rollout.prompt_ids.shape[1], device=plan.input_ids.device)
         for g in estimator.view_groups(plan):
@@ -184,14 +112,15 @@ def _view_credit(adv: Tensor, plan) -> Tensor:
     return adv.gather(1, plan.view_steps.to(adv.device))[:, 0]
 
 
-def update_in_view_groups(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
-                          ref_logp: Tensor | None, adv: Tensor, scale: float,
-                          backward: Callable[[Tensor], None]) -> dict[str, float]:
-    """Stage 5 for an estimator with `view_groups`: one forward, objective and backward per group of views.
+def update_micro_batch(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
+                       ref_logp: Tensor | None, adv: Tensor, micro_batches: int,
+                       backward: Callable[[Tensor], None]) -> dict[str, float]:
+    """Stage 5 on one micro-batch: one forward, objective and backward per view group of the estimator.
 
-    The group's weights are the objective's token mask (the estimator folds the completion / loss mask into
-    them); the loss is averaged over the groups that weight any token, so one view per step gives "token
-    mean within each step, then mean over steps". old_logp (None: μ = 1), ref_logp: [n, K, L] per view."""
+    The objective's token mask is the estimator's `objective_mask` (the completion / loss mask; for a replay,
+    the group's weights); the loss is averaged over the groups that weight any token, so one view per step gives
+    "token mean within each step, then mean over steps", and over the `micro_batches` of the inner iteration.
+    old_logp (None: μ = 1, the current log-probs detached), ref_logp: [n, K, L] per view."""
     est, objective = components.estimator, components.objective
     groups = [g for g in est.view_groups(plan) if (plan.weights[:, g] != 0).any()]
     totals: dict[str, float] = {}
@@ -200,8 +129,8 @@ def update_in_view_groups(policy, components: Components, part: Rollout, plan, o
         logp = est.reduce(score(policy, part, sub), sub)
         old = logp.detach() if old_logp is None else est.reduce(old_logp[:, g], sub)
         ref = None if ref_logp is None else est.reduce(ref_logp[:, g], sub)
-        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), sub.weights.sum(1))
-        backward(loss * scale / len(groups))
+        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), est.objective_mask(part, sub))
+        backward(loss / micro_batches / len(groups))
         for k, v in {"loss": loss.item(), **stats}.items():
             totals[k] = totals.get(k, 0.0) + v / len(groups)
     return totals
@@ -246,18 +175,15 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
 
         # 3 advantage ----------------------------------------------------------------------------------------
         with tracker.stage("advantage"):
-            credit = rollout.extras.get("step_rewards", result.total)  # [N] or [N, S]
+            credit = result.total if rollout.step_rewards is None else rollout.step_rewards  # [N] or [N, S]
             local = slice(rt.rank * rollout.num_rows, (rt.rank + 1) * rollout.num_rows)
             adv = c.advantage(rt.gather(credit), group_ids)[local].to(policy.device)
-            rollout.extras["adv"] = adv
-        grouped = hasattr(c.estimator, "view_groups")
-        if adv.dim() > 1 and not grouped:
-            raise ValueError("per-step advantages [N, S] need a step-replaying estimator (with view_groups)")
+            rollout = replace(rollout, advantages=adv)
 
         # 4 plan masks once per inner iteration (those that will run); old and reference log-probs -----------
         with tracker.stage("old_logp"):
             iterations = min(s.num_iterations, s.max_steps - step)
-            if getattr(c.estimator, "fixed_plan", False):  # e.g. trajectory replay: one plan, scored once
+            if c.estimator.fixed_plan:  # e.g. trajectory replay: one plan, scored once
                 plans = [c.estimator.plan(rollout, 0)] * iterations
             else:
                 plans = [c.estimator.plan(rollout, it) for it in range(iterations)]
@@ -278,17 +204,8 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                     part, plan = rollout.rows(mb), plans[it].rows(mb)
                     old_mb, ref_mb = (None if t[it] is None else t[it][mb] for t in (old, ref))  # old None: μ = 1
                     tracker.count("update", plan.input_ids.numel())
-                    if grouped:
-                        stats = update_in_view_groups(policy, c, part, plan, old_mb, ref_mb, adv[mb], 1 / len(batches),
-                                                      backward)
-                        for k, v in stats.items():
-                            totals[k] = totals.get(k, 0.0) + v / len(batches)
-                        continue
-                    logp = c.estimator.reduce(score(policy, part, plan), plan)
-                    mask = part.completion_mask if part.loss_mask is None else part.loss_mask
-                    loss, stats = c.objective(logp, logp.detach() if old_mb is None else old_mb, ref_mb, adv[mb], mask)
-                    backward(loss / len(batches))
-                    for k, v in {"loss": loss.item(), **stats}.items():
+                    stats = update_micro_batch(policy, c, part, plan, old_mb, ref_mb, adv[mb], len(batches), backward)
+                    for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v / len(batches)
                 grad_norm, applied = rt.step()  # not applied: a non-finite loss or gradient, discarded
             step += 1

@@ -1,11 +1,12 @@
 """Per-step credit (MDPO, arXiv 2508.13148 §3): rewards for every denoising step's predicted completion,
-per-step advantages, top-k step selection, and the confidence-weighted objective.
+per-step advantages and top-k step selection; the confidence-weighted objective they feed is
+`WeightedTokenObjective` (rl_dlm/objectives/weighted_token.py).
 
 The loop stages they plug into:
 
     2b  StepRewards          r_t = reward(decode(x̂0_t)) for t < S − 1, in ONE batched reward call of
                              N·(S − 1) rows (the last prediction is the final completion, already scored)
-                             → rollout.extras["step_rewards"] [N, S]
+                             → rollout.step_rewards [N, S]
     3   per_step_advantage   raw_t = (r_t − r_{t−1}) + mean(r_{t+1..S−1}) for t < S − 1, r_{−1} = 0; the
                              last step's raw = (r_{S−1} − r_{S−2}) + r_{S−1} (the reference's: the future
                              term of the last step is its own reward);
@@ -14,6 +15,7 @@ The loop stages they plug into:
     4   select_steps         keep the k steps with the largest Σ_group |A_t| (per group)   (used by
                              `PredictionReplayEstimator.plan`)
     5   WeightedTokenObjective   per step: Σ_i w_i ℓ_i / rows, w_i = c_i·λ/L = c_i/|masked_t| on the targets
+                             (rl_dlm/objectives/weighted_token.py)
 
 The weights' confidences c_i are the sampler's, p(x̂0_i) under softmax(logits / T) (`rl_dlm.sampling.maskgit`).
 
@@ -23,15 +25,11 @@ Checked against autonomousvision/mdpo@e6ae439 `src/open_r1/mdpo/mdpo_trainer.py`
   reference views the whole gathered batch as [-1, G, S], correct only when rows arrive grouped in order;
 - the top-k steps are chosen per group (the reference: one choice over the whole batch, one prompt in flight);
 - the reference's "+1" on raw_t is dropped: a constant cancels in the z-score;
-- the loss divides by |masked_t| once: λ = L/|masked_t| times a per-canvas mean (1/L), i.e. a confidence-
-  weighted mean over the masked targets of each row, then a mean over rows. The reference multiplies by λ
-  and divides by Σ|masked| again (so by |masked|² overall); the k2 KL is weighted the same way as the
-  policy term (the reference weights it by confidence but not λ);
+- the loss's normalisation: see rl_dlm/objectives/weighted_token.py;
 - the last prediction's reward is reused from stage 2 rather than recomputed (it is the final completion).
 
     refiner = StepRewards()                           # Components(refiners=[refiner])
     adv = per_step_advantage(step_rewards, group_ids)  # [N, S]
-    objective = WeightedTokenObjective(beta=0.02, kl="k2")
 """
 from __future__ import annotations
 
@@ -41,13 +39,14 @@ import torch
 from torch import Tensor
 
 from rl_dlm.advantages import zscore
-from rl_dlm.objectives import kl_penalty
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from
+from rl_dlm.components import Rollout, completion_mask_from
 
 
 @dataclass
 class StepRewards:
     """Stage 2b: per-step rewards of the predicted completions (needs `step_predictions`)."""
+
+    records: frozenset = frozenset({"step_rewards"})
 
     def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn):
         preds = rollout.step_predictions  # [N, S, L]
@@ -64,7 +63,7 @@ class StepRewards:
                               completion_mask=completion_mask_from(ids, policy.stop_id),
                               group_ids=rollout.group_ids.repeat(scored), row_seeds=rollout.row_seeds.repeat(scored))
             step_rewards[:, :scored] = score_fn(stacked).total.reshape(scored, n).T
-        rollout = replace(rollout, extras={**rollout.extras, "step_rewards": step_rewards})
+        rollout = replace(rollout, step_rewards=step_rewards)
         first = step_rewards[:, 0][~torch.isnan(step_rewards[:, 0])]
         result.stats["step_reward/first"] = first.mean().item() if first.numel() else float("nan")
         return rollout, result
@@ -91,46 +90,3 @@ def select_steps(adv: Tensor, group_ids: Tensor, k: int) -> Tensor:
         0, inverse, torch.nan_to_num(adv).abs())
     top = torch.argsort(-mass, dim=1, stable=True)[:, :min(k, num_steps)]
     return top.sort(1).values[inverse]
-
-
-@dataclass
-class WeightedTokenObjective:
-    """Clipped ratio with per-token weights (the mask argument carries them):
-
-        loss = Σ_{n,i} w_ni · [ −min(ρ A, clip(ρ, 1 − ε, 1 + ε_high) A) + β · KL ] / #rows with a weight
-
-    With MDPO's step-replay weights (c_i / |masked_t|) this is the confidence-weighted token mean over each
-    row's masked targets, then the mean over rows. μ = 1 makes ρ ≡ 1, so the clip never acts. Shapes: logp,
-    old_logp, ref_logp, weights [n, L]; adv [n]."""
-
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    beta: float = 0.02
-    kl: str = "k2"
-    needs_reference: bool = False
-
-    def __post_init__(self):
-        kl_penalty(torch.zeros(1), torch.zeros(1), self.kl)
-        self.needs_reference = self.beta > 0
-
-    def __call__(self, logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, adv: Tensor,
-                 weights: Tensor) -> tuple[Tensor, dict[str, float]]:
-        eps_high = self.epsilon if self.epsilon_high is None else self.epsilon_high
-        weights = weights.to(logp.dtype)
-        on = weights != 0
-        rows = on.any(1).sum().clamp_min(1)
-        ratio = torch.exp(logp - old_logp)
-        a = adv[:, None]
-        per_token = -torch.minimum(ratio * a, torch.clamp(ratio, 1 - self.epsilon, 1 + eps_high) * a)
-        stats = {}
-        count = on.sum().clamp_min(1)
-        if self.beta > 0:
-            if ref_logp is None:
-                raise ValueError("objective.beta > 0 needs reference log-probs")
-            kl = kl_penalty(logp, ref_logp, self.kl)
-            per_token = per_token + self.beta * kl
-            stats["kl"] = ((kl * on).sum() / count).item()
-        clipped = ((ratio < 1 - self.epsilon) & (a < 0)) | ((ratio > 1 + eps_high) & (a > 0))
-        stats["clip_fraction"] = ((clipped & on).sum() / count).item()
-        stats["ratio_mean"] = ((ratio.detach() * on).sum() / count).item()
-        return (per_token * weights).sum() / rows, stats

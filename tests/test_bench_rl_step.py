@@ -21,7 +21,7 @@ from bench.random_reward import benchmark_only_random_correctness, benchmark_onl
 
 
 def test_8b_shapes_match_the_official_tensor_and_parameter_counts():
-    """reference/models.md: LLaDA-8B 291 tensors / 8,015,581,184 params; Dream-7B 339 / 7,615,616,512."""
+    """The official safetensors indexes: LLaDA-8B 291 tensors / 8,015,581,184 params; Dream-7B 339 / 7,615,616,512."""
     for name, tensors, params in (("llada8b", 291, 8_015_581_184), ("diffucoder7b", 339, 7_615_616_512)):
         shapes = weight_shapes(SHAPES[name])
         assert len(shapes) == tensors

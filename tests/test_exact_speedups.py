@@ -22,6 +22,7 @@ import torch
 
 from bench.previous_paths import (FullLogitsPolicy, previous_gumbel_argmax, previous_paths, previous_semi_ar_sample,
                                   textbook_apply_rope, textbook_dream_norm_forward, textbook_llada_norm_forward)
+from rl_dlm.components import Rollout
 from rl_dlm.data.prompts import encode_prompts
 from rl_dlm.likelihood.base import score
 from rl_dlm.likelihood.one_step import OneStepEstimator
@@ -31,7 +32,7 @@ from rl_dlm.models.llada import LLaDARMSNorm, apply_rope, rope_cos_sin, tiny_lla
 from rl_dlm.models.policy import LoraSettings, Policy, add_lora
 from rl_dlm.sampling.cached import CachedSemiARSampler
 from rl_dlm.sampling.dream import DreamSampler
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import SemiARSampler, gumbel_argmax
 from tests.conftest import make_tiny_policy
 from tests.models.golden import tiny_dream

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
+from rl_dlm.objectives import ClippedSequenceObjective
 
 # Row 0: completion of L = 2 (then 2 padding slots); each of its tokens gains ln 1.5 over the old policy, so
 # ELBO − ELBO_old = 2 ln 1.5 and ρ = exp(2 ln 1.5 / 2) = 1.5. Row 1: L = 4, each token gains ln 0.9: ρ = 0.9.

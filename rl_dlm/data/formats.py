@@ -138,7 +138,7 @@ def gsm8k_row(row: Mapping, where: str, **_) -> dict:
 
 
 def _last_boxed(text: str) -> str | None:
-    from rewards._extract import last_boxed
+    from rewards.math import last_boxed
 
     return last_boxed(text)
 

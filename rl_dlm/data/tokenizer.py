@@ -28,7 +28,7 @@ TAGS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>"]
 PIECES = r"<\|[a-z_]+\|>|</?[a-z]+>|[A-Za-z]+|\d|\s|[^\sA-Za-z\d]"
 
 # LLaDA-Instruct's chat format, but the generation prompt is added only when asked for (the shipped
-# LLaDA template appends it unconditionally; see reference/models.md).
+# LLaDA template appends it unconditionally; rl_dlm/models/families.py).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"

@@ -1,4 +1,5 @@
-"""The likelihood-estimator contract and the one shared scoring function.
+"""The one shared scoring function of the likelihood estimators (their contract, `LikelihoodEstimator`, and
+`MaskPlan` are in rl_dlm/components.py and re-exported here).
 
 An estimator turns a rollout into masked *views* of (prompt, completion) — a `MaskPlan` — and reduces the
 per-view token log-probs to the `[N, L]` log-probs the objective uses:
@@ -15,49 +16,15 @@ positions never reach the 126k-wide LM head, forward or backward, and no [rows, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Protocol
-
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout
+from rl_dlm.components import LikelihoodEstimator, MaskPlan, Rollout
+
+__all__ = ["FP32_LOGIT_BUDGET", "LikelihoodEstimator", "MaskPlan", "score", "token_logp", "weighted_sum"]
 
 # Largest number of fp32 logits materialised at once by `token_logp` (≈ 256 MB).
 FP32_LOGIT_BUDGET = 64 * 1024 * 1024
-
-
-@dataclass
-class MaskPlan:
-    input_ids: Tensor  # [N, K, P + L] masked views
-    weights: Tensor  # [N, K, L] weight of each view's token log-prob (0 = not counted)
-    targets: Tensor | None = None  # [N, K, L] tokens to score; None = the rollout's completion
-    view_steps: Tensor | None = None  # [N, K] denoising step each view replays (indexes per-step advantages)
-    temperature: float = 1.0  # log-probs of softmax(logits / temperature), for estimators of a tempered sampler
-
-    def rows(self, index) -> "MaskPlan":
-        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)
-                                if isinstance(getattr(self, f.name), Tensor)})
-
-    def views(self, index) -> "MaskPlan":
-        """The sub-plan of some views (index into K), for estimators that score their views in groups."""
-        return replace(self, **{f.name: getattr(self, f.name)[:, index] for f in fields(self)
-                                if isinstance(getattr(self, f.name), Tensor)})
-
-
-class LikelihoodEstimator(Protocol):
-    requires: frozenset[str]  # optional Rollout fields it reads (checked against the sampler at start-up)
-
-    def plan(self, rollout: Rollout, iteration: int) -> MaskPlan: ...
-
-    def reduce(self, view_logp: Tensor, plan: MaskPlan) -> Tensor: ...
-
-    # Optional: `view_groups(plan) -> list[index into K]`. An estimator that has it is scored and
-    # back-propagated one group of views at a time (memory flat in K); each group's `weights` are then the
-    # objective's token mask, its loss is the objective on those tokens, and the groups' losses are averaged
-    # (groups without any weight are skipped). See `rl_dlm.loop.update_in_view_groups`.
-    # Optional: `fixed_plan = True` for an estimator whose plan does not depend on the iteration (a replay of
-    # the rollout): the loop plans once and scores the old / reference log-probs once for all μ iterations.
 
 
 def token_logp(logits: Tensor, targets: Tensor) -> Tensor:

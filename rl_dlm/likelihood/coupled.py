@@ -19,17 +19,17 @@ tests/likelihood/test_coupled.py checks the guaranteed case on an Ising toy (var
 with the paper's random t), and gives an exact counterexample where coupling raises the variance by 9%.
 
 Checked against the DiffuCoder release (apple/ml-diffucoder, the coupled trainer's `forward_process` and
-`_get_per_token_logps`, as summarised in reference/algorithms.md §2). Deviations:
+`_get_per_token_logps`; docs/trainers/coupled_grpo.md). Deviations:
 - **t is drawn per row, not per micro-batch.** The reference draws one t per call of its log-prob function,
   so a row's masks depend on which rows share its micro-batch and on the global RNG state; here t and u
   come from `row_generator(row_seed, f"mask/{iteration}")`, so the plan is a function of the row alone,
-  re-chunking never changes it, and the old, reference and current log-probs share it (DESIGN.md §3).
+  re-chunking never changes it, and the old, reference and current log-probs share it (rl_dlm/likelihood/base.py).
   Each row is still an unbiased draw of the same estimator; per-row t also decorrelates rows of a batch.
 - The prompt is never masked (the reference's `p_mask_prompt = 0.0` for this recipe), and left padding is
   never touched. As in the reference, all L completion slots are masked/scored, including padding after
   the end-of-turn token; the objective's completion mask keeps that padding out of the loss.
 
-    est = CoupledEstimator(t_min=0.2, t_max=0.8)     # mask_id is set by the trainer
+    est = CoupledEstimator(t_min=0.2, t_max=0.8, mask_id=policy.mask_id)
     plan = est.plan(rollout, iteration=0)             # input_ids [N, 3, P + L], weights [N, 3, L]
     logp = est.reduce(score(policy, rollout, plan), plan)   # [N, L]
 """
@@ -40,16 +40,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import MaskPlan, Rollout, all_views, completion_tokens
+from rl_dlm.likelihood.base import weighted_sum
+from rl_dlm.sampling.rollout import row_generator
 
 
 @dataclass
 class CoupledEstimator:
     t_min: float = 0.2
     t_max: float = 0.8
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
         if not 0.0 < self.t_min <= self.t_max < 1.0:

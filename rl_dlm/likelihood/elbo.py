@@ -11,7 +11,7 @@ mask per node:
 
 Default 3 nodes: t = (0.1127, 0.5, 0.8873), w = (5/18, 8/18, 5/18); one view (one forward) per node. The plan's
 weights are w_n/t_n on M_n and 0 elsewhere, so `reduce` (the weighted sum over views) gives [N, L] per-token
-terms whose sum over tokens is the ELBO; `rl_dlm.objectives_sequence.ClippedSequenceObjective` sums them.
+terms whose sum over tokens is the ELBO; `rl_dlm.objectives.ClippedSequenceObjective` sums them.
 
 Options:
 - `sampler="gauss_legendre"` (default, the paper) or `"monte_carlo"`: t_n ~ U(0, 1) i.i.d. per node with
@@ -49,7 +49,7 @@ tokens after the first stop token are dropped and right-padded with the pad toke
 shows, unmasked and unscored). Deviations from the official code:
 - **one plan per inner iteration, shared by old, reference and current ELBOs.** The official trainer draws
   fresh masks for the old and the current ELBO, so their ratio is dominated by mask noise; here the masks
-  come from `row_generator(row_seed, f"mask/{iteration}")` and live in the plan (DESIGN.md §3);
+  come from `row_generator(row_seed, f"mask/{iteration}")` and live in the plan (rl_dlm/likelihood/base.py);
 - L defaults to the completion up to the end-of-turn token rather than the 256-slot canvas, and the slots
   after it are visible and unscored, as NeMo-RL's port (`full_canvas=True` restores the official code:
   padding masked at the node's rate and scored). NeMo-RL's views show the pad token there; ours show what
@@ -58,7 +58,7 @@ shows, unmasked and unscored). Deviations from the official code:
 - the prompt is never masked, as in both; left padding gets a key-padding mask (the official scoring passes
   no attention mask, so a left-padded prompt attends to its padding).
 
-    est = SequenceELBOEstimator(nodes=3)                     # mask_id is set by the trainer
+    est = SequenceELBOEstimator(nodes=3, mask_id=policy.mask_id)
     plan = est.plan(rollout, iteration=0)                     # input_ids [N, 3, P + L], weights [N, 3, L]
     elbo = est.reduce(score(policy, rollout, plan), plan).sum(1)   # [N]
 """
@@ -71,8 +71,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import MaskPlan, Rollout, all_views, completion_tokens
+from rl_dlm.likelihood.base import weighted_sum
+from rl_dlm.sampling.rollout import row_generator
 
 SAMPLERS = ("gauss_legendre", "monte_carlo")
 MASK_COUNTS = ("floor", "bernoulli")
@@ -98,8 +99,11 @@ class SequenceELBOEstimator:
     mask_count: str | None = None  # None: "floor" for gauss_legendre, "bernoulli" for monte_carlo
     full_canvas: bool = False
     mask_tail: bool = False  # False: the slots after end-of-turn stay visible, as in NeMo-RL
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:

@@ -20,15 +20,19 @@ from dataclasses import dataclass
 
 import torch
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import MaskPlan, Rollout, all_views, completion_tokens
+from rl_dlm.likelihood.base import weighted_sum
+from rl_dlm.sampling.rollout import row_generator
 
 
 @dataclass
 class OneStepEstimator:
     p_mask_prompt: float = 0.15
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def plan(self, rollout: Rollout, iteration: int) -> MaskPlan:
         n, p = rollout.prompt_ids.shape

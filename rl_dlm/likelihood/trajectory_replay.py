@@ -14,12 +14,12 @@ the old, reference and current log-probs and for every inner iteration.
 One view per step (K = S) with weights selecting the tokens committed at that step (within the loss mask, or
 the completion mask). `view_groups` returns one group per step, so the loop scores and back-propagates step
 by step (memory flat in S) and aggregates "token mean within each step, then mean over steps"; steps that
-commit no trained token are skipped (`rl_dlm.loop.update_in_view_groups`).
+commit no trained token are skipped (`rl_dlm.loop.update_micro_batch`).
 
 Checked against yjyddq/EOSER-ASS-RL `cj-grpo/cj_grpo_trainer_*.py`. Deviations:
 - the reference stores every intermediate state and keeps all S graphs alive until one backward; here the
   states are rebuilt from the commit map and each step is back-propagated on its own;
-- tokens after the first end-of-turn are not trained on (DESIGN §7); the reference trains on every slot.
+- tokens after the first end-of-turn are not trained on (padding never is); the reference trains on every slot.
 
     est = TrajectoryReplayEstimator(mask_id=policy.mask_id)
     plan = est.plan(rollout, iteration=0)          # input_ids [N, S, P + L], weights [N, S, L]
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.sampling.rollout import Rollout
+from rl_dlm.components import MaskPlan, Rollout, weighted_tokens
+from rl_dlm.likelihood.base import weighted_sum
 
 
 def replay_states(completion_ids: torch.Tensor, unmask_step: torch.Tensor, num_steps: int,
@@ -44,9 +44,10 @@ def replay_states(completion_ids: torch.Tensor, unmask_step: torch.Tensor, num_s
 
 @dataclass
 class TrajectoryReplayEstimator:
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's (`policy.mask_id`), given at construction by the trainer
     requires: frozenset = frozenset({"unmask_step"})
     fixed_plan: bool = True  # the same plan for every inner iteration: old / reference scored once
+    objective_mask = staticmethod(weighted_tokens)  # the view weights fold in the completion / loss mask
 
     def plan(self, rollout: Rollout, iteration: int) -> MaskPlan:
         steps = rollout.unmask_step  # [N, L]

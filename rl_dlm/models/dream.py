@@ -9,9 +9,9 @@ What it implements
     i + 1. `Policy.logits` realigns them; this class returns them raw, like the official one.
 
 Reference code
-    Dream-org/Dream-v0-Instruct-7B `modeling_dream.py` / `configuration_dream.py` (as summarised in
-    reference/models.md §2). `DreamConfig` takes the official config.json keys (`model_type "Dream"`); `DreamModel`
-    has the official module tree, so the official safetensors load by key name (`model.embed_tokens`,
+    Dream-org/Dream-v0-Instruct-7B `modeling_dream.py` / `configuration_dream.py` (the official remote code).
+    `DreamConfig` takes the official config.json keys (`model_type "Dream"`); `DreamModel` has the official
+    module tree, so the official safetensors load by key name (`model.embed_tokens`,
     `model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm,
     mlp.{gate,up,down}_proj}`, `model.norm`, `lm_head`). The embedding keeps `padding_idx = pad_token_id`, so that
     row gets no gradient when fine-tuning, as in the official model.

@@ -12,8 +12,8 @@ reported against the reference code), so every setting is checked where it is de
 - `probe_alignment` is an empirical check for trained checkpoints: mask one position at a time and see
   whether the policy's aligned logits score the hidden token better than the opposite alignment would.
 
-Facts (reference/models.md): LLaDA logits are unshifted (position i scores token i), mask 126336, stop
-`<|eot_id|>`, fill `<|endoftext|>`; its shipped chat template appends the generation prompt unconditionally, so
+Facts (the official checkpoints' config.json and tokenizer files): LLaDA logits are unshifted (position i scores
+token i), mask 126336, stop `<|eot_id|>`, fill `<|endoftext|>`; its shipped chat template appends the generation prompt unconditionally, so
 we ship our own. Dream/DiffuCoder logits are shifted (position i scores token i + 1), mask 151666, stop
 `<|im_end|>`, fill `<|endoftext|>` (Dream) or `<|dlm_pad|>` (DiffuCoder, the tokenizer's pad); their tokenizer
 class is remote code, so we load the same files with transformers' Qwen2 tokenizer.

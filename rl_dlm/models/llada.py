@@ -7,9 +7,9 @@ What it implements
     the ff_out LM head (or wte when weight_tying). Logits are NOT shifted: logits[:, i] scores token i.
 
 Reference code
-    GSAI-ML/LLaDA-8B-Instruct `modeling_llada.py` / `configuration_llada.py` (the OLMo-derived remote code), as
-    summarised in reference/models.md §1. `LLaDAConfig` takes the official config.json keys; `LLaDAModelLM` has
-    the official module tree, so the official safetensors load by key name (`model.transformer.wte`,
+    GSAI-ML/LLaDA-8B-Instruct `modeling_llada.py` / `configuration_llada.py` (the OLMo-derived remote code).
+    `LLaDAConfig` takes the official config.json keys; `LLaDAModelLM` has the official module tree, so the
+    official safetensors load by key name (`model.transformer.wte`,
     `model.transformer.blocks.N.{attn_norm,q_proj,k_proj,v_proj,attn_out,ff_norm,ff_proj,up_proj,ff_out}`,
     `model.transformer.ln_f`, `model.transformer.ff_out`). RoPE tables are recomputed, never stored.
 

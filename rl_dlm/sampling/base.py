@@ -1,4 +1,5 @@
-"""The sampler contract: `sample(policy, prompt_ids, prompt_mask, row_seeds) -> Rollout`.
+"""Samplers and model families. The sampler contract, `sample(policy, prompt_ids, prompt_mask, row_seeds) -> Rollout`,
+is `Sampler` in rl_dlm/components.py (re-exported here).
 
 A sampler may also declare `families`, the model families (`rl_dlm.models.families`, "llada" | "dream") whose
 reference decoding it reproduces. `check_sampler_family` refuses, at start-up, a sampler made for other
@@ -7,11 +8,9 @@ tests and small experiments) is never refused, and neither is a sampler that dec
 """
 from __future__ import annotations
 
-from typing import Protocol
+from rl_dlm.components import Sampler
 
-from torch import Tensor
-
-from rl_dlm.sampling.rollout import Rollout
+__all__ = ["SAMPLERS_FOR", "Sampler", "check_sampler_family"]
 
 # Where to look for a sampler made for a family: `conf/sampler/` names and classes.
 SAMPLERS_FOR = {
@@ -19,13 +18,6 @@ SAMPLERS_FOR = {
     "dream": "sampler=dream (DreamSampler, the official diffusion_generate), cached (CachedSemiARSampler) or "
              "maskgit (MaskGITSampler)",
 }
-
-
-class Sampler(Protocol):
-    records: frozenset[str]  # which optional Rollout fields it fills
-    gen_length: int
-
-    def sample(self, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor) -> Rollout: ...
 
 
 def check_sampler_family(sampler, policy) -> None:

@@ -35,8 +35,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from rl_dlm.components import Rollout
 from rl_dlm.models.kv_cache import BlockKVCache, block_logits, canvas_positions, supports_block_cache
-from rl_dlm.sampling.rollout import Rollout, start_canvas
+from rl_dlm.sampling.rollout import start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax, transfer_counts
 
 CACHE_MODES = ("none", "prefix", "dual")

@@ -35,7 +35,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, start_canvas
+from rl_dlm.components import Rollout
+from rl_dlm.sampling.rollout import start_canvas
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 

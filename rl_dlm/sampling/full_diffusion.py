@@ -37,9 +37,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from rl_dlm.components import Rollout, completion_mask_from
 from rl_dlm.sampling.ascending import (ascending_blocks, ascending_counts, ascending_gamma, ascending_steps,
                                        eos_rejection, linear_gamma)
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from, start_canvas
+from rl_dlm.sampling.rollout import start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax, transfer_counts
 
 SCHEDULES = ("linear", "ascending")

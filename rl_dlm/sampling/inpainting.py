@@ -52,7 +52,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, row_generator
+from rl_dlm.components import Rollout
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import commit_top_k
 
 
@@ -160,6 +161,7 @@ class HintRefiner:
     max_replacements: int = 4
     entropy_top_frac: float = 0.2
     hints: HintSettings = field(default_factory=HintSettings)
+    records: frozenset = frozenset({"hint_mask", "loss_mask"})  # of the rows it rewrites; the rest keep None
 
     def hint_canvas(self, tokenizer, trace: str, seeds: list[int], gen_length: int) -> Tensor:
         """[G, L] hints for one group: η drawn per sample, sorted across the group."""

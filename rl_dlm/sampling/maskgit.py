@@ -6,14 +6,14 @@ At each step the tokens are sampled categorically at temperature T (argmax(logit
 noise from each row's own generator; MDPO uses T = 0.4); the confidence of a token is its probability under
 the *tempered* distribution softmax(logits / T) (untempered at T = 0, where the draw is the argmax), as in the
 reference. That one confidence orders the commits, is what RCR remembers, and becomes MDPO's loss weight.
-(DESIGN §7's untempered confidence is the rule of LLaDA's semi-AR low-confidence remasking, which the
+(The untempered confidence is the rule of LLaDA's semi-AR low-confidence remasking, which the
 semi-AR and EOSER/ASS samplers keep, as LLaDA's `generate.py` does; this sampler follows MDPO's own code.)
 Recorded per step t (S steps, completion coordinates):
 
 - `step_predictions` [N, S, L]: x̂0_t, the sampled tokens at the positions masked in x_t and the committed
   tokens elsewhere — the predicted full completion, which MDPO rewards;
 - `confidence` [N, S, L]: p_T(x̂0_t), the tempered probability under the model at step t;
-- `extras["step_masked"]` [N, S, L] bool: the positions masked in the state x_t the model saw, so that
+- `step_masked` [N, S, L] bool: the positions masked in the state x_t the model saw, so that
   x_t = where(step_masked_t, MASK, step_predictions_t) (committed tokens are the predictions elsewhere);
 - `unmask_step` [N, L]: the step of each token's last commit (declared only without RCR: with RCR a
   token can be committed, re-masked and committed again, so the commit map is not a trajectory).
@@ -52,7 +52,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout, completion_mask_from, row_generator
+from rl_dlm.components import Rollout, completion_mask_from
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax
 
 
@@ -132,5 +133,5 @@ class MaskGITSampler:
         if record is not None:
             preds, confs, masks = (torch.stack(parts, 1) for parts in zip(*record))
             rollout.step_predictions, rollout.confidence = preds, confs
-            rollout.extras["step_masked"] = masks
+            rollout.step_masked = masks
         return rollout

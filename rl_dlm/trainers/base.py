@@ -21,20 +21,21 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from rl_dlm.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, resolve_resume, save_checkpoint
+from rl_dlm.components import Components
 from rl_dlm.distributed import default_device, env_rank, env_world_size, make_runtime
-from rl_dlm.loop import Components, LoopSettings, train
+from rl_dlm.loop import LoopSettings, train
 from rl_dlm.models.families import local_family_name
 from rl_dlm.models.policy import LoraSettings, Policy, disable_dropout, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
 from rl_dlm.sampling.base import check_sampler_family
-from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from rl_dlm.tracking import Tracker, progress_bar
 from rl_dlm.validation import check_config, check_trainer_start
@@ -193,13 +194,13 @@ class RLTrainer:
 
     def check_components(self):
         check_sampler_family(self.components.sampler, self.policy)
-        missing = set(self.components.estimator.requires) - set(self.components.sampler.records)
+        c = self.components
+        recorded = set(c.sampler.records).union(*(r.records for r in c.refiners))
+        missing = set(c.estimator.requires) - recorded
         if missing:
             raise ValueError(
-                f"the likelihood estimator needs rollout field(s) {sorted(missing)} that sampler "
-                f"{type(self.components.sampler).__name__} does not record; pick a sampler that records them")
-        if hasattr(self.components.estimator, "mask_id"):
-            self.components.estimator.mask_id = self.policy.mask_id
+                f"the likelihood estimator {type(c.estimator).__name__} needs rollout field(s) {sorted(missing)} "
+                f"that sampler {type(c.sampler).__name__} does not record; pick a sampler that records them")
 
     # -- running -------------------------------------------------------------------------------------------
     def make_optimizer(self):
@@ -216,14 +217,7 @@ class RLTrainer:
         return optimizer, scheduler
 
     def loop_settings(self) -> LoopSettings:
-        a = self.args
-        return LoopSettings(
-            max_steps=a.max_steps, num_generations=a.num_generations, num_iterations=a.num_iterations,
-            per_device_train_batch_size=a.per_device_train_batch_size,
-            gradient_accumulation_steps=a.gradient_accumulation_steps, max_prompt_length=a.max_prompt_length,
-            max_grad_norm=a.max_grad_norm, logging_steps=a.logging_steps, save_steps=a.save_steps,
-            save_total_limit=a.save_total_limit, output_dir=a.output_dir, seed=a.seed,
-            forward_batch_size=a.forward_batch_size, max_skipped_steps=a.max_skipped_steps)
+        return LoopSettings(**{f.name: getattr(self.args, f.name) for f in fields(LoopSettings)})
 
     def train(self, progress: Callable | None = None) -> list[dict]:
         """Runs to `max_steps`. On Ctrl-C, SIGTERM or an error, saves a checkpoint of the last completed step and

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.trajectory_replay import TrajectoryReplayEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
 from rl_dlm.trainers.base import RLConfig, RLTrainer
@@ -50,7 +50,7 @@ class CJGRPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=TrajectoryReplayEstimator(),
+            estimator=TrajectoryReplayEstimator(mask_id=self.policy.mask_id),
             objective=ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta),
             advantage=get_advantage(a.advantage_name),
         )

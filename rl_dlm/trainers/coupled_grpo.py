@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.coupled import CoupledEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.dream import DreamSampler
 from rl_dlm.trainers.base import RLConfig, RLTrainer
@@ -69,7 +69,7 @@ class CoupledGRPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=CoupledEstimator(t_min=a.mask_ratio_min, t_max=a.mask_ratio_max),
+            estimator=CoupledEstimator(t_min=a.mask_ratio_min, t_max=a.mask_ratio_max, mask_id=self.policy.mask_id),
             objective=ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta),
             advantage=get_advantage(a.advantage_name),
         )

@@ -6,10 +6,10 @@ masked. Options: `elbo_nodes`, `elbo_sampler` ("gauss_legendre" | "monte_carlo")
 ("floor" | "bernoulli"; default by sampler), `full_canvas` (the official code's L = every canvas slot; it
 sets the estimator's scored tokens and the objective's normaliser together) and `mask_tail` (hide the slots
 after end-of-turn in every view; by default they stay visible and unscored, as in NeMo-RL's port). β > 0 adds
-a sequence-level KL (see rl_dlm/objectives_sequence.py). The defaults are also the official scripts'
+a sequence-level KL (see rl_dlm/objectives/sequence.py). The defaults are also the official scripts'
 (KevinRojas1499/GDPO@1918683 `gdpo/slurm_scripts/`: gauss-3, μ = 12, lr 3e-7, β = 0, ε = 0.5, G = 6); the
 remaining differences from its code are listed in `rl_dlm/likelihood/elbo.py` and
-`rl_dlm/objectives_sequence.py`.
+`rl_dlm/objectives/sequence.py`.
 
     from rl_dlm import GDPOTrainer, GDPOConfig
     trainer = GDPOTrainer(model=path, reward_funcs=[f], args=GDPOConfig(), train_dataset=rows)
@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.elbo import SequenceELBOEstimator
-from rl_dlm.loop import Components
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
+from rl_dlm.objectives import ClippedSequenceObjective
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -47,10 +47,10 @@ class GDPOConfig(RLConfig):
                              "p_mask_prompt at 0")
         self.estimator()  # validates elbo_nodes, elbo_sampler and elbo_mask_count
 
-    def estimator(self) -> SequenceELBOEstimator:
+    def estimator(self, mask_id: int = -1) -> SequenceELBOEstimator:
         return SequenceELBOEstimator(nodes=self.elbo_nodes, sampler=self.elbo_sampler,
                                      mask_count=self.elbo_mask_count, full_canvas=self.full_canvas,
-                                     mask_tail=self.mask_tail)
+                                     mask_tail=self.mask_tail, mask_id=mask_id)
 
 
 class GDPOTrainer(RLTrainer):
@@ -60,7 +60,7 @@ class GDPOTrainer(RLTrainer):
         a = self.args
         return Components(
             sampler=sampler or self.default_sampler(),
-            estimator=a.estimator(),
+            estimator=a.estimator(mask_id=self.policy.mask_id),
             objective=ClippedSequenceObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
                                                full_canvas=a.full_canvas),
             advantage=get_advantage(a.advantage_name),

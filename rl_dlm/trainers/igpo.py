@@ -30,8 +30,8 @@ import inspect
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
+from rl_dlm.components import Components
 from rl_dlm.likelihood.one_step import OneStepEstimator
-from rl_dlm.loop import Components
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.inpainting import HintRefiner, HintSettings
 from rl_dlm.trainers.base import RLConfig, RLTrainer
@@ -99,7 +99,7 @@ class IGPOTrainer(RLTrainer):
             raise ValueError(f"IGPO samples with hints: sampler {type(sampler).__name__} takes no hint_ids; "
                              "use sampler=semi_ar")
         if a.importance_sampling_level == "sequence":
-            from rl_dlm.objectives_sequence import ClippedSequenceObjective
+            from rl_dlm.objectives import ClippedSequenceObjective
 
             objective = ClippedSequenceObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta)
         else:
@@ -107,5 +107,6 @@ class IGPOTrainer(RLTrainer):
         refiner = HintRefiner(sampler=sampler, is_correct=self.rewards.is_correct, trace_column=a.hint_column,
                               max_replacements=a.hint_max_replacements, entropy_top_frac=a.hint_entropy_top_frac,
                               hints=a.hint_settings())
-        return Components(sampler=sampler, estimator=OneStepEstimator(p_mask_prompt=a.p_mask_prompt),
+        estimator = OneStepEstimator(p_mask_prompt=a.p_mask_prompt, mask_id=self.policy.mask_id)
+        return Components(sampler=sampler, estimator=estimator,
                           objective=objective, advantage=get_advantage(a.advantage_name), refiners=[refiner])

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rl_dlm.components import Components
 from rl_dlm.likelihood.prediction_replay import PredictionReplayEstimator
-from rl_dlm.loop import Components
+from rl_dlm.objectives import WeightedTokenObjective
 from rl_dlm.sampling.maskgit import MaskGITSampler
-from rl_dlm.step_credit import StepRewards, WeightedTokenObjective, per_step_advantage
+from rl_dlm.step_credit import StepRewards, per_step_advantage
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -61,7 +62,7 @@ class MDPOTrainer(RLTrainer):
             sampler=sampler,
             estimator=PredictionReplayEstimator(top_k_steps=a.top_k_steps,
                                                 temperature=temperature,
-                                                stop_id=self.policy.stop_id),
+                                                mask_id=self.policy.mask_id, stop_id=self.policy.stop_id),
             objective=WeightedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
                                              kl="k2"),
             advantage=per_step_advantage,

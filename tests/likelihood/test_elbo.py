@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from rl_dlm.components import Rollout
 from rl_dlm.likelihood.base import score
 from rl_dlm.likelihood.elbo import SequenceELBOEstimator, gauss_legendre, masked_count
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
-from rl_dlm.sampling.rollout import Rollout
+from rl_dlm.objectives import ClippedSequenceObjective
 from tests.likelihood.toy import ToyModel, toy_rollout
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rl_dlm.components import Components
 from rl_dlm.data.prompts import encode_prompts
 from rl_dlm.likelihood.trajectory_replay import TrajectoryReplayEstimator
-from rl_dlm.loop import Components, _score_no_grad, update_in_view_groups
+from rl_dlm.loop import _score_no_grad, update_micro_batch
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
 from rl_dlm.sampling.semi_ar import SemiARSampler
@@ -59,8 +60,8 @@ def test_token_mean_within_each_step_then_mean_over_steps(tiny_lora_policy):
     old = _score_no_grad(policy, est, rollout, plan, None)
     adv = torch.tensor([1.0, 3.0])
     losses = []
-    stats = update_in_view_groups(policy, _components(est), rollout, plan, old, None, adv, 1.0,
-                                  lambda loss: (losses.append(loss.item()), loss.backward()))
+    stats = update_micro_batch(policy, _components(est), rollout, plan, old, None, adv, 1,
+                               lambda loss: (losses.append(loss.item()), loss.backward()))
     # ρ ≡ 1, so each token's loss is −A of its row: a step's loss is −(1·n0 + 3·n1) / (n0 + n1).
     expected = []
     for s in range(8):
@@ -97,8 +98,8 @@ def _peak_saved_bytes(policy, estimator, rollout) -> int:
         live[0] = 0
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        update_in_view_groups(policy, _components(estimator), rollout, plan, old, None, torch.tensor([1.0, -1.0]),
-                              1.0, backward)
+        update_micro_batch(policy, _components(estimator), rollout, plan, old, None, torch.tensor([1.0, -1.0]),
+                           1, backward)
     policy.model.zero_grad(set_to_none=True)
     return max(peaks)
 

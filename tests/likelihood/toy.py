@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rl_dlm.sampling.rollout import Rollout
+from rl_dlm.components import Rollout
 
 
 @dataclass

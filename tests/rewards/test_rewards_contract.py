@@ -1,6 +1,7 @@
 """Package-wide contracts of ``rewards``: independence from the library, TRL signature, doctests,
 never raising on garbage, conversational completions, and the ``conf/reward`` files."""
 
+import ast
 import doctest
 import importlib
 import inspect
@@ -44,6 +45,28 @@ def test_rewards_never_import_the_library():
     assert out.stdout.strip() == "[]"
     for path in (ROOT / "rewards").glob("*.py"):
         assert "rl_dlm" not in path.read_text(), f"{path.name} mentions rl_dlm"
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_library_imports_only_public_reward_modules():
+    """The reverse contract: rl_dlm uses ``rewards`` through its public names, never a private ``rewards._*``
+    module, so the reward package may reorganise its internals freely."""
+    private = {f"rewards.{p.stem}" for p in (ROOT / "rewards").glob("_*.py") if p.stem != "__init__"}
+    assert private, "the check needs the private module names"
+    offenders = {f"{path.relative_to(ROOT)}: {name}" for path in (ROOT / "rl_dlm").rglob("*.py")
+                 for name in _imported_modules(path) if name.split(".")[0] == "rewards"
+                 and (name in private or any(part.startswith("_") for part in name.split(".")[1:]))}
+    assert not offenders, f"private reward modules imported: {sorted(offenders)}"
 
 
 @pytest.mark.parametrize("name", MODULES)

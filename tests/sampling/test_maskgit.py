@@ -29,7 +29,7 @@ def test_records_every_state_prediction_and_confidence(tiny_policy, rcr):
     rollout = MaskGITSampler(gen_length=12, steps=5, temperature=0.4, rcr=rcr).sample(
         policy, ids, mask, torch.tensor([1, 2]))
     p, mask_id = ids.shape[1], tiny_policy.mask_id
-    preds, masked = rollout.step_predictions, rollout.extras["step_masked"]
+    preds, masked = rollout.step_predictions, rollout.step_masked
     assert preds.shape == rollout.confidence.shape == masked.shape == (2, 5, 12)
     revealed = [0] + maskgit_revealed(12, 5)
     for t, seen in enumerate(policy.inputs):
@@ -62,7 +62,7 @@ def test_rcr_remasks_an_earlier_committed_token():
     policy = ScriptedPolicy(probs)
     rollout = MaskGITSampler(gen_length=length, steps=3, temperature=0.0, rcr=True).sample(
         policy, torch.full((1, p), 20), torch.ones(1, p, dtype=torch.bool), torch.tensor([0]))
-    masked = rollout.extras["step_masked"][0]
+    masked = rollout.step_masked[0]
     assert masked[0].all()
     assert masked[1].tolist() == [False, False, True, True, True, True]
     assert masked[2].tolist() == [False, True, False, False, False, True]  # position 1 re-masked

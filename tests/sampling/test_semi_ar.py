@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from rl_dlm.components import completion_mask_from
 from rl_dlm.data.prompts import encode_prompts
+from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import SemiARSampler, commit_top_k, gumbel_argmax, transfer_counts
-from rl_dlm.sampling.rollout import completion_mask_from, row_generator
 
 PROMPTS = [[{"role": "user", "content": "Compute 3+4*2."}],
            [{"role": "user", "content": "Using the numbers [3, 5, 7], create an equation that equals 22."}]]

@@ -56,7 +56,8 @@ def test_two_steps_change_lora_weights_with_finite_loss(tmp_path, tokenizer, tra
 
 
 class PlanSpy:
-    """Wraps an estimator and records every plan that reaches `reduce`, with whether grad was on."""
+    """Wraps an estimator and records every plan the loop scores (each scoring asks for the plan's view groups
+    first), with whether grad was on."""
 
     def __init__(self, inner):
         self.inner, self.seen = inner, []
@@ -64,17 +65,14 @@ class PlanSpy:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def plan(self, rollout, iteration):
-        return self.inner.plan(rollout, iteration)
-
-    def reduce(self, view_logp, plan):
+    def view_groups(self, plan):
         self.seen.append((plan.input_ids.clone(), plan.weights.clone(), torch.is_grad_enabled()))
-        return self.inner.reduce(view_logp, plan)
+        return self.inner.view_groups(plan)
 
 
 @pytest.mark.parametrize("trainer_cls,config_cls", [(CoupledGRPOTrainer, CoupledGRPOConfig), (GDPOTrainer, GDPOConfig)])
 def test_old_reference_and_current_share_one_plan_per_inner_iteration(tmp_path, tokenizer, trainer_cls, config_cls):
-    """μ = 2 inner iterations, 2 micro-batches each, β > 0: the loop reduces, in order, old(it0), old(it1),
+    """μ = 2 inner iterations, 2 micro-batches each, β > 0: the loop scores, in order, old(it0), old(it1),
     ref(it0), ref(it1), then current(it0, mb0), current(it0, mb1), current(it1, mb0), current(it1, mb1)."""
     args = config_cls(output_dir=str(tmp_path), **{**SMALL, "max_steps": 2, "num_iterations": 2, "beta": 0.04,
                                                     "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2})

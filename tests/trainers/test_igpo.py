@@ -8,8 +8,8 @@ import torch
 
 from rl_dlm.advantages import mean_centred
 from rl_dlm.data.prompts import encode_prompts
-from rl_dlm.loop import batch_row_seeds, generate, score_rollout
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
+from rl_dlm.rollout_stage import batch_row_seeds, generate, score_rollout
 from rl_dlm.sampling.inpainting import HintRefiner, HintSettings, entropy_filter, pick_replacements, plan_hints
 from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.semi_ar import SemiARSampler
@@ -135,7 +135,7 @@ def test_refiner_replaces_with_the_per_row_random_subset(tiny_policy):
     # One all-wrong group of 8; the hinted sampler marks each sample j with token 40 + j, and samples 0–5 are
     # correct. The 4 that take the group's first slots are pick_replacements' choice, not always 0–3.
     from rl_dlm.reward_runner import RewardResult
-    from rl_dlm.sampling.rollout import Rollout
+    from rl_dlm.components import Rollout
 
     ids, mask = encode_prompts(tiny_policy.tokenizer, [ROWS[0]["prompt"]], None)
     ids, mask, length = ids.repeat(8, 1), mask.repeat(8, 1), 16
@@ -236,7 +236,7 @@ def test_always_failing_task_gives_advantages_only_under_igpo(tiny_policy):
 
 
 def test_sequence_ratio_applies_the_filter_inside_the_sequence_mean():
-    objectives = pytest.importorskip("rl_dlm.objectives_sequence")
+    objectives = pytest.importorskip("rl_dlm.objectives")
     # A filtered-out hint token (slot 2) moved by +1 nat: with the loss mask it is outside the sequence mean,
     # so the ratio stays 1; with the plain completion mask it would not.
     old = torch.zeros(1, 4)

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from rl_dlm.components import Rollout
 from rl_dlm.likelihood.prediction_replay import PredictionReplayEstimator
-from rl_dlm.sampling.rollout import Rollout
-from rl_dlm.step_credit import StepRewards, WeightedTokenObjective, per_step_advantage, select_steps
+from rl_dlm.objectives import WeightedTokenObjective
+from rl_dlm.step_credit import StepRewards, per_step_advantage, select_steps
 
 # Step rewards r_t, t = 0..3. Prompt A: rows a0 a1 a2; prompt B: rows b0 b1 b2.
 REWARDS = {"a0": [0, 0, 1, 1], "a1": [0, 1, 1, 1], "a2": [0, 0, 0, 0],
@@ -92,17 +93,17 @@ def _rollout(n=4, num_steps=3, length=5, p=2):
                       completion_ids=preds[:, -1].clone(), completion_mask=torch.ones(n, length, dtype=torch.bool),
                       group_ids=torch.tensor([0, 0, 1, 1]), row_seeds=torch.arange(n), step_predictions=preds,
                       confidence=torch.rand(n, num_steps, length, generator=gen))
-    rollout.extras["step_masked"] = masked
+    rollout.step_masked = masked
     return rollout
 
 
 def test_prediction_replay_plan_states_targets_weights():
     rollout = _rollout()
-    rollout.extras["adv"] = torch.tensor([[0.0, 1.0, 0.1], [0.0, -1.0, 0.1], [0.0, 0.1, 2.0], [0.0, 0.1, -2.0]])
+    rollout.advantages = torch.tensor([[0.0, 1.0, 0.1], [0.0, -1.0, 0.1], [0.0, 0.1, 2.0], [0.0, 0.1, -2.0]])
     est = PredictionReplayEstimator(top_k_steps=1, temperature=0.4, mask_id=2, stop_id=6)
     plan = est.plan(rollout, 0)
     assert plan.view_steps.tolist() == [[1], [1], [2], [2]] and plan.temperature == 0.4
-    masked = rollout.extras["step_masked"]
+    masked = rollout.step_masked
     for n, t in enumerate([1, 1, 2, 2]):
         state = plan.input_ids[n, 0, 2:]
         assert torch.equal(state == 2, masked[n, t])  # x_t: masked where recorded
@@ -135,12 +136,12 @@ def test_step_rewards_one_batched_call_and_the_final_reward_reused():
     out, result = StepRewards()(policy, rollout, [{}, {}], final, score_fn)
     assert calls == [4 * 2]  # one call for steps 0 and 1; the last step is the final completion
     expected = torch.cat([rollout.step_predictions[:, :2, 0].float(), torch.full((4, 1), 7.0)], 1)
-    assert torch.equal(out.extras["step_rewards"], expected)
+    assert torch.equal(out.step_rewards, expected)
 
 
 def test_prediction_replay_plan_of_a_group_is_the_group_of_the_plan():
     rollout = _rollout()
-    rollout.extras["adv"] = torch.tensor([[0.0, 1.0, 0.1], [0.0, -1.0, 0.1], [0.0, 0.1, 2.0], [0.0, 0.1, -2.0]])
+    rollout.advantages = torch.tensor([[0.0, 1.0, 0.1], [0.0, -1.0, 0.1], [0.0, 0.1, 2.0], [0.0, 0.1, -2.0]])
     est = PredictionReplayEstimator(top_k_steps=2, temperature=0.4, mask_id=2, stop_id=6)
     whole = est.plan(rollout, 0)
     for index in (slice(0, 2), slice(2, 4)):  # one whole group per micro-batch
@@ -184,7 +185,7 @@ def test_two_steps_three_tokens_at_temperature_one_half(monkeypatch):
     rollout = maskgit.MaskGITSampler(gen_length=length, steps=2, temperature=0.5).sample(
         policy, torch.full((3, p), 5), torch.ones(3, p, dtype=torch.bool), torch.tensor([0, 1, 2]))
     # Commit order: the tempered confidence commits slots 0 and 1 at step 0 (untempered would pick 0 and 2).
-    assert rollout.extras["step_masked"][0].tolist() == [[True, True, True], [False, False, True]]
+    assert rollout.step_masked[0].tolist() == [[True, True, True], [False, False, True]]
     assert rollout.unmask_step[0].tolist() == [0, 0, 1]
     assert rollout.step_predictions[0].tolist() == [[10, 12, 13], [10, 12, 15]]
     conf = [0.36 / 0.52, 0.25 / 0.30, 0.3025 / 0.505]
@@ -200,7 +201,7 @@ def test_two_steps_three_tokens_at_temperature_one_half(monkeypatch):
     assert adv[:, 1].tolist() == pytest.approx([1 / 1.0001, 0.0, -1 / 1.0001], abs=1e-6)
 
     # Weights: tempered confidence / |masked_t| on the masked targets; both steps kept (k = 2).
-    rollout.group_ids, rollout.extras["adv"] = group, adv
+    rollout.group_ids, rollout.advantages = group, adv
     plan = PredictionReplayEstimator(top_k_steps=2, temperature=0.5, mask_id=2, stop_id=6).plan(rollout, 0)
     assert plan.view_steps[0].tolist() == [0, 1]
     assert plan.weights[0, 0].tolist() == pytest.approx([c / 3 for c in conf], abs=1e-6)

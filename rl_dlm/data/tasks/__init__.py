@@ -74,15 +74,36 @@ def _registry() -> dict[str, Callable[[random.Random], dict]]:
 
 TASKS = _registry()
 SHIPPED_TASKS = tuple(TASKS)  # the package's own tasks, before any plug-in registers another
-# Completion canvas per task: the longest reference completion plus end of turn, rounded up to a block.
-GEN_LENGTH = {"countdown": 48, "arithmetic": 48, "sudoku": 96}
+
+
+def task_config(task: str) -> dict:
+    """`conf/task/<task>.yaml`, the one place that states a task's canvas and its correctness reward; the Python
+    API (`GEN_LENGTH`, `correct_reward`) reads the same files as `rl-dlm train task=<task>`."""
+    import yaml
+
+    from rl_dlm.resources import ROOT
+
+    return yaml.safe_load((ROOT / "conf" / "task" / f"{task}.yaml").read_text())
+
+
+def _correct_reward_target(task: str) -> str:
+    """The `_target_` of the reward that `task.correct_reward` names, as the task's defaults list picks it."""
+    import yaml
+
+    from rl_dlm.resources import ROOT
+
+    conf = task_config(task)
+    key = f"/reward@task.rewards.{conf['task']['correct_reward']}"
+    choice = next(entry[key] for entry in conf["defaults"] if isinstance(entry, dict) and key in entry)
+    return yaml.safe_load((ROOT / "conf" / "reward" / f"{choice}.yaml").read_text())["_target_"]
+
+
+# Completion canvas per task (`max_completion_length` of conf/task/<task>.yaml): the longest reference completion
+# plus end of turn, rounded up to a block.
+GEN_LENGTH = {task: task_config(task)["max_completion_length"] for task in TASKS}
 
 # The reward whose value 1.0 marks a correct answer, per task (dotted paths, resolved lazily).
-CORRECT_REWARD = {
-    "countdown": "rewards.countdown.countdown_reward",
-    "arithmetic": "rewards.math.answer_match_reward",
-    "sudoku": "rewards.sudoku.sudoku_reward",
-}
+CORRECT_REWARD = {task: _correct_reward_target(task) for task in TASKS}
 
 
 def correct_reward(task: str):

@@ -9,10 +9,11 @@ sequence ratio).
 slot with `full_canvas=True` — the token set must be the one the estimator scores
 (`SequenceELBOEstimator(full_canvas=...)`; GDPOTrainer sets both from one flag). The loss is averaged over
 sequences, not tokens. β = 0 is GDPO's default; β > 0 adds a sequence-level KL: the k1/k2/k3 estimator
-(`rl_dlm.objectives.kl_penalty`) on the per-token-normalised difference d_i = (ELBO_ref_i − ELBO_i)/L_i.
+(`rl_dlm.objectives.token.kl_penalty`) on the per-token-normalised difference d_i = (ELBO_ref_i − ELBO_i)/L_i.
 The clip fraction counts sequences where the clip is active (TRL's definition, per sequence).
 
-Checked against the GDPO paper's objective as specified in reference/algorithms.md §3 (ε = 0.5, β = 0).
+Checked against the GDPO paper's objective (arXiv 2510.08554, ε = 0.5, β = 0) and its official code,
+KevinRojas1499/GDPO@1918683:gdpo/gdpo_trainer.py.
 Deviation: none in the formula; the ratio's ELBOs share one mask plan (see rl_dlm/likelihood/elbo.py).
 
 Shapes: logp, old_logp, ref_logp, mask [n, L]; adv [n].
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_dlm.objectives import kl_penalty
+from rl_dlm.objectives.token import kl_penalty
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""A structural change keeps every logged number: a seeded 3-rollout-batch CPU run of each of the six algorithms
+logs bit-identical metrics (time and throughput keys aside) to the fingerprint recorded before the change
+(bench/results/structural_fingerprint.json, made by `python bench/structural_fingerprint.py --write`)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+
+from bench.structural_fingerprint import ALGOS, FINGERPRINT, differences, fingerprint  # noqa: E402
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_logged_metrics_are_bit_identical_to_the_fingerprint(algo):
+    expected = json.loads(FINGERPRINT.read_text())
+    assert differences(expected["history"], fingerprint([algo])) == []
+
+
+def test_a_changed_number_is_reported_with_its_algorithm_step_and_key():
+    expected = {"gdpo": [{"loss": 0.5, "step": 1}]}
+    assert differences(expected, {"gdpo": [{"loss": 0.5000000000000001, "step": 1}]}) == [
+        "gdpo step 1 loss: expected 0.5, got 0.5000000000000001"]
+    assert differences(expected, {"gdpo": [{"loss": 0.5, "step": 1}]}) == []
