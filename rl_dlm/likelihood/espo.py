@@ -19,7 +19,7 @@ Objective (`ESPOObjective`), with ELBOs from one shared plan:
     ρ_n  = exp((ELBO_θ,n − ELBO_old,n) / L_n)
     loss = −(1/b) Σ_n min(ρ_n A_n, clip(ρ_n, 1 − ε, 1 + ε) A_n) + β (1/b) Σ_n ½ (ELBO_θ,n − ELBO_ref,n)² / L_n
 
-The clipped surrogate is GDPO's `ClippedSequenceObjective` (rl_dlm/objectives_sequence.py), used as is; only
+The clipped surrogate is GDPO's `ClippedSequenceObjective` (rl_dlm/objectives/sequence.py), used as is; only
 the KL differs: k2 on the *sequence* ELBOs divided by L, because k3's exp(−Δ) explodes when Δ = O(L) (the
 paper's ablation: k2 learns, k1 collapses, k3 stalls). Our sequence objective's own k2 is ½(Δ/L)², which is
 ESPO's divided by L. The advantage is leave-one-out, A_n = r_n − mean_{j≠n} r_j (`leave_one_out=True`).
@@ -53,8 +53,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rl_dlm.components import all_views, completion_tokens
 from rl_dlm.likelihood.base import MaskPlan, weighted_sum
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
+from rl_dlm.objectives.sequence import ClippedSequenceObjective
 from rl_dlm.sampling.rollout import Rollout, row_generator
 
 
@@ -63,8 +64,11 @@ class ESPOEstimator:
     draws: int = 2  # K coupled draws (2K views)
     full_canvas: bool = False
     mask_tail: bool = False  # False: the slots after end-of-turn stay visible (full_canvas=False only)
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's mask id (`policy.mask_id`), given by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
         if self.draws < 1:

@@ -58,6 +58,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from rl_dlm.components import all_views, completion_tokens
 from rl_dlm.likelihood.base import MaskPlan
 from rl_dlm.likelihood.espo import ESPOEstimator
 from rl_dlm.sampling.rollout import Rollout
@@ -71,8 +72,12 @@ class GDSDEstimator:
     tlc: bool = False  # True: 1/t and 1/t′ weights (TLC = ESPO's coupled ELBO per draw)
     full_canvas: bool = False
     mask_tail: bool = False
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's mask id (`policy.mask_id`), given by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
+    per_view_scores = True  # reduce keeps what the objective needs per view (rl_dlm/components.py)
 
     def __post_init__(self):
         if self.draws < 1:

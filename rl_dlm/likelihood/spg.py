@@ -62,6 +62,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rl_dlm.components import all_views, completion_tokens
 from rl_dlm.likelihood.base import MaskPlan
 from rl_dlm.sampling.rollout import Rollout, row_generator
 
@@ -80,8 +81,12 @@ class SPGEstimator:
     eubo_beta: float = 1.5  # β of the upper bound
     masking: str = "block"
     block_length: int = 32  # the sampler's block (masking="block")
-    mask_id: int = -1  # set by the trainer from the policy's family
+    mask_id: int = -1  # the policy's mask id (`policy.mask_id`), given by the trainer
     requires: frozenset = frozenset()
+    fixed_plan = False  # a fresh plan for each inner iteration
+    view_groups = staticmethod(all_views)
+    objective_mask = staticmethod(completion_tokens)
+    per_view_scores = True  # reduce keeps what the objective needs per view (rl_dlm/components.py)
 
     def __post_init__(self):
         if self.masking not in MASKINGS:

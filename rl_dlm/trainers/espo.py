@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
 from rl_dlm.likelihood.espo import ESPOEstimator, ESPOObjective
-from rl_dlm.loop import Components
+from rl_dlm.components import Components
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -39,8 +39,9 @@ class ESPOConfig(RLConfig):
                              "leave p_mask_prompt at 0")
         self.estimator()  # validates espo_draws, full_canvas and mask_tail
 
-    def estimator(self) -> ESPOEstimator:
-        return ESPOEstimator(draws=self.espo_draws, full_canvas=self.full_canvas, mask_tail=self.mask_tail)
+    def estimator(self, mask_id: int = -1) -> ESPOEstimator:
+        return ESPOEstimator(mask_id=mask_id, draws=self.espo_draws, full_canvas=self.full_canvas,
+                             mask_tail=self.mask_tail)
 
     def objective(self) -> ESPOObjective:
         return ESPOObjective(epsilon=self.epsilon, epsilon_high=self.epsilon_high, beta=self.beta,
@@ -52,5 +53,6 @@ class ESPOTrainer(RLTrainer):
 
     def build_components(self, sampler) -> Components:
         a = self.args
-        return Components(sampler=sampler or self.default_sampler(), estimator=a.estimator(),
+        return Components(sampler=sampler or self.default_sampler(),
+                          estimator=a.estimator(mask_id=self.policy.mask_id),
                           objective=a.objective(), advantage=get_advantage(a.advantage_name))

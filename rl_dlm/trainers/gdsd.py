@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
 from rl_dlm.likelihood.gdsd import GDSDEstimator, GDSDObjective
-from rl_dlm.loop import Components
+from rl_dlm.components import Components
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -43,8 +43,8 @@ class GDSDConfig(RLConfig):
                              "leave p_mask_prompt at 0")
         self.estimator(), self.objective()  # validate the knobs at construction
 
-    def estimator(self) -> GDSDEstimator:
-        return GDSDEstimator(draws=self.gdsd_draws, tlc=self.tlc, full_canvas=self.full_canvas,
+    def estimator(self, mask_id: int = -1) -> GDSDEstimator:
+        return GDSDEstimator(mask_id=mask_id, draws=self.gdsd_draws, tlc=self.tlc, full_canvas=self.full_canvas,
                              mask_tail=self.mask_tail)
 
     def objective(self) -> GDSDObjective:
@@ -57,5 +57,6 @@ class GDSDTrainer(RLTrainer):
 
     def build_components(self, sampler) -> Components:
         a = self.args
-        return Components(sampler=sampler or self.default_sampler(), estimator=a.estimator(),
+        return Components(sampler=sampler or self.default_sampler(),
+                          estimator=a.estimator(mask_id=self.policy.mask_id),
                           objective=a.objective(), advantage=get_advantage(a.advantage_name))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
 from rl_dlm.likelihood.spg import SandwichObjective, SPGEstimator
-from rl_dlm.loop import Components
+from rl_dlm.components import Components
 from rl_dlm.trainers.base import RLConfig, RLTrainer
 
 
@@ -40,8 +40,9 @@ class SPGConfig(RLConfig):
                              "leave p_mask_prompt at 0")
         self.estimator(), self.objective()  # validate the knobs at construction
 
-    def estimator(self) -> SPGEstimator:
-        return SPGEstimator(views=self.spg_views, eubo_beta=self.eubo_beta, masking=self.spg_masking,
+    def estimator(self, mask_id: int = -1) -> SPGEstimator:
+        return SPGEstimator(mask_id=mask_id, views=self.spg_views, eubo_beta=self.eubo_beta,
+                            masking=self.spg_masking,
                             block_length=self.block_length)
 
     def objective(self) -> SandwichObjective:
@@ -53,5 +54,6 @@ class SPGTrainer(RLTrainer):
 
     def build_components(self, sampler) -> Components:
         a = self.args
-        return Components(sampler=sampler or self.default_sampler(), estimator=a.estimator(),
+        return Components(sampler=sampler or self.default_sampler(),
+                          estimator=a.estimator(mask_id=self.policy.mask_id),
                           objective=a.objective(), advantage=get_advantage(a.advantage_name))
