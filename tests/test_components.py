@@ -14,7 +14,9 @@ from tests.conftest import ROOT
 ESTIMATORS = ["rl_dlm.likelihood.one_step.OneStepEstimator", "rl_dlm.likelihood.coupled.CoupledEstimator",
               "rl_dlm.likelihood.elbo.SequenceELBOEstimator",
               "rl_dlm.likelihood.trajectory_replay.TrajectoryReplayEstimator",
-              "rl_dlm.likelihood.prediction_replay.PredictionReplayEstimator"]
+              "rl_dlm.likelihood.prediction_replay.PredictionReplayEstimator",
+              "rl_dlm.likelihood.spg.SPGEstimator", "rl_dlm.likelihood.espo.ESPOEstimator",
+              "rl_dlm.likelihood.gdsd.GDSDEstimator"]
 CONTRACT = ["requires", "fixed_plan", "plan", "reduce", "view_groups", "objective_mask"]
 
 
