@@ -14,7 +14,7 @@ import torch
 
 from rl_dlm.likelihood.base import score
 from rl_dlm.likelihood.espo import ESPOEstimator, ESPOObjective
-from rl_dlm.objectives_sequence import ClippedSequenceObjective
+from rl_dlm.objectives.sequence import ClippedSequenceObjective
 from tests.likelihood.test_elbo import _rollout_with_lengths
 from tests.likelihood.toy import ToyModel, toy_rollout
 
