@@ -86,7 +86,7 @@ class SPGEstimator:
     fixed_plan = False  # a fresh plan for each inner iteration
     view_groups = staticmethod(all_views)
     objective_mask = staticmethod(completion_tokens)
-    per_view_scores = True  # reduce keeps what the objective needs per view (rl_dlm/components.py)
+    per_view_scores = True  # reduce returns [n, L, 2] (ELBO and EUBO terms) for SandwichObjective, not [n, L]
 
     def __post_init__(self):
         if self.masking not in MASKINGS:
