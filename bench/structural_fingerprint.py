@@ -30,9 +30,9 @@ ROLLOUT_BATCHES = 3
 ALGOS = {  # algorithm → its overrides: μ and the knobs that keep its path short
     "diffu_grpo": ["num_iterations=2"],
     "coupled_grpo": ["num_iterations=2"],
-    "gdpo": ["num_iterations=2", "elbo_nodes=2"],
+    "gdpo": ["num_iterations=2", "likelihood.nodes=2"],
     "cj_grpo": ["num_iterations=2"],
-    "mdpo": ["num_iterations=1", "top_k_steps=4"],
+    "mdpo": ["num_iterations=1", "likelihood.top_k_steps=4"],
     "igpo": ["num_iterations=2"],
 }
 SMALL = ["num_generations=2", "per_device_train_batch_size=4", "task.train_size=8", "task.eval_size=4",

@@ -63,3 +63,7 @@ def zero_std_fraction(rewards: Tensor, group_ids: Tensor) -> float:
         r = r[~torch.isnan(r)]
         fractions.append(float(r.numel() < 2 or bool((r == r[0]).all())))
     return sum(fractions) / max(len(fractions), 1)
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {f"advantage/{name}": func for name, func in ADVANTAGES.items()}

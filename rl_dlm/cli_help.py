@@ -13,8 +13,8 @@ TRAIN_KEYS = [
     ("per_device_train_batch_size", "rollout rows per process and accumulation step"),
     ("gradient_accumulation_steps", "micro-batches per optimizer step"),
     ("num_iterations", "μ, optimizer steps per rollout batch"),
-    ("beta", "β, the KL penalty (≥ 0)"),
-    ("epsilon", "ε, the ratio clip"),
+    ("objective.beta", "β, the KL penalty (≥ 0), a knob of the objective"),
+    ("objective.epsilon", "ε, the ratio clip"),
     ("temperature", "rollout sampling temperature (≥ 0)"),
     ("max_completion_length", "the completion canvas L (a multiple of block_length)"),
     ("block_length", "semi-AR block size"),
@@ -44,7 +44,7 @@ USAGE = {
     "train": "rl-dlm train [recipe=NAME] [GROUP=OPTION ...] [KEY=VALUE ...] [--cfg job] [--debug]",
     "eval": "rl-dlm eval [recipe=NAME] [GROUP=OPTION ...] [KEY=VALUE ...] [--cfg job] [--debug]",
 }
-GROUPS = ("algo", "model", "task", "sampler", "deepspeed")
+GROUPS = ("algo", "model", "task", "sampler", "likelihood", "objective", "advantage", "refiner", "deepspeed")
 
 
 def _first_comment(path: Path) -> str:
@@ -80,9 +80,11 @@ def command_help(command: str = "train") -> str:
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         lines.append(f"  {path.stem:<26}{_first_comment(path)}")
     lines += ["", "config groups (GROUP=OPTION):"]
+    from rl_dlm.component_groups import entries
+
     for group in GROUPS:
-        options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-        lines.append(f"  {group:<10}{', '.join(options)}")
+        options = sorted([p.stem for p in (ROOT / "conf" / group).glob("*.yaml")] + list(entries().get(group, ())))
+        lines.append(f"  {group:<11}{', '.join(options)}")
     try:
         cfg = compose_config([])
     except Exception:  # noqa: BLE001 - the help still lists the keys, without values
@@ -95,8 +97,9 @@ def command_help(command: str = "train") -> str:
         if len(shown) > 40:
             shown = shown[:37] + "..."
         lines.append(f"  {shown:<41}{what}")
-    lines += ["", "Every field of the algorithm's config dataclass is a key (docs/trainers/<algo>.md); "
-              "`--cfg job` prints every key of a composition.",
-              "Examples:  rl-dlm train algo=gdpo max_steps=40    rl-dlm train recipe=tiny_gdpo seed=1    "
+    lines += ["", "An algorithm is a choice of sampler, likelihood, objective, advantage and refiner (conf/algo/); "
+              "each component's knobs are keys under its group (likelihood.nodes=5, objective.beta=0.01), and "
+              "any component may be swapped (likelihood=coupled). `--cfg job` prints every component, knob and key.",
+              "Examples:  rl-dlm train algo=gdpo max_steps=40    rl-dlm train algo=diffu_grpo likelihood=coupled    "
               "rl-dlm eval task=sudoku"]
     return "\n".join(lines)

@@ -179,6 +179,9 @@ class Refiner(Protocol):
 
     def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn) -> tuple[Rollout, object]: ...
 
+    def check_rows(self, rows: list[dict]) -> None:
+        """At start-up: the training rows carry what the refiner reads (e.g. IGPO's reference trace)."""
+
 
 @dataclass
 class Components:

@@ -6,11 +6,9 @@
     rl-dlm eval task=countdown eval.gen_lengths=[48]      # the papers' eval protocol (rl_dlm.eval)
     rl-dlm eval model.adapter=outputs/run/final eval.tasks=[countdown,sudoku]
 
-Every field of the chosen trainer's config dataclass (e.g. `DiffuGRPOConfig`) is a top-level key, with the
-dataclass default unless the algo, task or recipe sets it; the defaults live in one place, the dataclass.
-A recipe's top-level keys apply to every algorithm; keys it tunes for one algorithm go under
-`algo_settings.<algo>` and apply only when that algorithm is composed (`apply_algo_settings`), so `algo=X`
-keeps X's own settings for them. The command line wins over both.
+The composition (rl_dlm/composition.py): RLConfig's fields are the top-level keys; an algorithm is a choice of
+components (sampler, likelihood, objective, advantage, refiner), each with its knobs under its group
+(rl_dlm/component_groups.py); `algo_trainer` gives the same trainer to Python.
 
 Start-up is validated before any model loads (rl_dlm/validation.py): config types and ranges, paths, the output
 directory, every dataset row. Errors of composition and start-up are `ConfigError`s that name the key, row or
@@ -19,173 +17,22 @@ path; `rl-dlm` prints them in one line (rl_dlm/cli.py).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rl_dlm.config import dataclass_kwargs, instantiate, resolve
+from rl_dlm.component_groups import GROUPS as COMPONENT_GROUPS
+from rl_dlm.composition import _open, _override_key, compose_algo, compose_config  # noqa: F401  (the CLI's API)
+from rl_dlm.config import dataclass_kwargs, instantiate
 from rl_dlm.resources import ROOT  # conf/, recipes/, checkpoints/: the checkout's, or the wheel's copy
 from rl_dlm.validation import (ConfigError, check_data_files, check_model_path, check_output_dir,
                                check_resume_and_deepspeed, check_rows, check_values, interpolated_keys,
                                sampler_keys_as, start_up)
 
-RUN_KEYS = {"trainer", "model", "task", "sampler", "eval", "recipe_name", "algo_name"}
-
-
-def register_args():
-    """Expose every trainer config dataclass to Hydra as `args/<algo>` (flat, merged at the top level)."""
-    from hydra.core.config_store import ConfigStore
-
-    from rl_dlm.trainers import TRAINERS
-
-    store = ConfigStore.instance()
-    for name, (_, config_cls) in TRAINERS.items():
-        fields = {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}
-        store.store(group="args", name=name, node=fields)
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    recipe = "quickstart"
-    rest = []
-    for item in overrides:
-        if item.startswith("recipe="):
-            recipe = item.split("=", 1)[1]
-        else:
-            rest.append(item)
-    if not (ROOT / "recipes" / f"{recipe}.yaml").exists():
-        known = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
-        close = difflib.get_close_matches(recipe, known, n=1)
-        hint = f"did you mean recipe={close[0]}? " if close else ""
-        raise ConfigError(f"unknown recipe {recipe!r}; {hint}recipes are {', '.join(known)} (in {ROOT / 'recipes'})")
-    register_args()
-    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
-        try:
-            cfg = compose(config_name=recipe, overrides=[_searchpath_override(), *rest], return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as exc:  # reworded to name the key and the fix
-            raise composition_error(exc, recipe, rest) from exc
-    with _open(cfg):
-        algo = cfg.hydra.runtime.choices.get("algo")
-        del cfg["hydra"]
-        apply_algo_settings(cfg, algo, rest, recipe)
-        cfg.recipe_name = recipe
-        cfg.algo_name = _algo_name(cfg.trainer)  # the default output_dir names the algorithm
-    return cfg
-
-
-def _algo_name(trainer: str) -> str:
-    from rl_dlm.runs import algo_name
-
-    try:
-        return algo_name(resolve(trainer))
-    except Exception:  # noqa: BLE001  an unknown trainer is reported where it is built, not here
-        return str(trainer).rsplit(".", 1)[-1]
-
-
-def _searchpath_override() -> str:
-    return f"hydra.searchpath=[file://{ROOT / 'conf'}]"
-
-
-def _override_key(item: str) -> str:
-    return item.split("=", 1)[0].lstrip("+~")
-
-
-def apply_algo_settings(cfg: DictConfig, algo: str | None, overrides: list[str], recipe: str = "") -> None:
-    """The recipe's `algo_settings.<algo>` block (keys it tunes for that algorithm) over its top-level keys; a key
-    also set on the command line keeps the command line's value. Blocks of other algorithms are dropped, so
-    `algo=X` keeps X's own settings (its config dataclass) for the keys they hold."""
-    blocks = cfg.get("algo_settings")
-    if blocks is None:
-        return
-    known = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml"))
-    for name in blocks:
-        if name not in known:
-            raise ConfigError(f"recipe {recipe}: algo_settings.{name} names no algorithm; "
-                              f"algorithms are {', '.join(known)}")
-    chosen = blocks.get(algo) or {}
-    given = {_override_key(o) for o in overrides}
-    for key, value in chosen.items():
-        if any(key == g or key.startswith(g + ".") or g.startswith(key + ".") for g in given):
-            continue
-        OmegaConf.update(cfg, key, value, merge=False)
-    del cfg["algo_settings"]
-
-
-def composition_error(exc: Exception, recipe: str, overrides: list[str]) -> Exception:
-    """Hydra's composition errors as one-line `ConfigError`s that name the key or option and the fix (never
-    Hydra's "use +key", which would add a key that nothing reads)."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
-    text = str(exc).strip()
-    unknown = re.match(r"Could not override '([^']+)'", text)
-    if unknown:
-        return ConfigError(unknown_key_message(unknown.group(1), recipe, overrides))
-    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
-        group, _, option = exc.missing_cfg_file.rpartition("/")
-        close = difflib.get_close_matches(option, exc.options, n=1)
-        hint = f"; did you mean {group}={close[0]}?" if close else ""
-        return ConfigError(f"unknown {group} {option!r}{hint} ({group} options: {', '.join(exc.options)})")
-    if isinstance(exc, OverrideParseException):
-        bad = re.match(r"Error parsing override '(.*)'", text)
-        what = f"override {bad.group(1)!r}" if bad else f"an override ({text.splitlines()[0]})"
-        return ConfigError(f"cannot parse {what}: overrides are key=value (e.g. max_steps=2, algo=gdpo); "
-                           "rl-dlm train --help lists the groups and keys")
-    return ConfigError(text.splitlines()[0] if text else type(exc).__name__)
-
-
-def unknown_key_message(key: str, recipe: str, overrides: list[str]) -> str:
-    """'unknown key K; did you mean C?', C the closest key of the config this command composes (difflib); or
-    the algorithm whose key K is."""
-    from hydra import compose
-
-    from rl_dlm.trainers import TRAINERS
-
-    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
-    chosen = [o for o in overrides if "=" in o and _override_key(o) in groups and not o.startswith("~")]
-    try:
-        cfg = compose(config_name=recipe, overrides=[_searchpath_override(), *chosen], return_hydra_config=True)
-        algo = cfg.hydra.runtime.choices.get("algo")
-        keys = list(_dotted_keys(OmegaConf.to_container(cfg, resolve=False), skip=("hydra", "algo_settings")))
-    except Exception:  # noqa: BLE001 - the suggestion is a courtesy; the key is still named
-        algo, keys = None, []
-    owners = [name for name, (_, config_cls) in TRAINERS.items()
-              if key in {f.name for f in dataclasses.fields(config_cls)}]
-    if owners and algo not in owners:
-        return (f"unknown key {key!r} for algo={algo}: it is a key of algo={' / algo='.join(owners)}; "
-                f"add algo={owners[0]} or drop {key}")
-    close = difflib.get_close_matches(key, keys + sorted(groups), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return (f"unknown key {key!r}{hint} (rl-dlm train --help lists the main keys; --cfg job prints every key "
-            "of this composition)")
-
-
-def _dotted_keys(node, prefix: str = "", skip: tuple[str, ...] = ()):
-    for key, value in node.items():
-        if key in skip:
-            continue
-        path = f"{prefix}{key}"
-        yield path
-        if isinstance(value, dict):
-            yield from _dotted_keys(value, path + ".")
-
-
-class _open:
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, True)
+RUN_KEYS = {"model", "task", "sampler", *COMPONENT_GROUPS, "eval", "recipe_name", "algo_name", "choices"}
 
 
 def _split_args(argv: list[str]) -> tuple[list[str], str | None]:
@@ -215,19 +62,24 @@ def reward_functions(task: DictConfig):
     return funcs
 
 
-def trainer_args(cfg: DictConfig):
-    """Composed config → (trainer class, its validated config dataclass, sampler): everything but the model and
-    the data, so a recipe's settings are checked without downloading anything."""
-    from rl_dlm.trainers import TRAINERS
+def component_nodes(cfg: DictConfig) -> dict:
+    """The composed component groups (likelihood, objective, advantage, refiner) as plain `_target_` nodes."""
+    return {group: OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) else None
+            for group in COMPONENT_GROUPS}
 
-    trainer_cls = resolve(cfg.trainer)
-    config_cls = next((c for t, c in TRAINERS.values() if t is trainer_cls), None) or trainer_cls.config_class
+
+def trainer_args(cfg: DictConfig):
+    """Composed config → (RLConfig, sampler, component nodes), validated: everything but the model and the
+    data, so a recipe's settings are checked without downloading anything (the trainer then checks the
+    components before the model loads)."""
+    from rl_dlm.trainers.base import RLConfig
+
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
-    check_values(config_cls, values)  # types and ranges, naming the key, before the dataclass sees them
-    args = config_cls(**dataclass_kwargs(config_cls, values, "config"))
+    check_values(RLConfig, values)  # types and ranges, naming the key, before the dataclass sees them
+    args = RLConfig(**dataclass_kwargs(RLConfig, values, "config"))
     with sampler_keys_as(interpolated_keys(OmegaConf.to_container(cfg.sampler, resolve=False))):
         sampler = instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
-    return trainer_cls, args, sampler
+    return args, sampler, component_nodes(cfg)
 
 
 def check_run_paths(cfg: DictConfig, args=None) -> None:
@@ -244,16 +96,38 @@ def build(cfg: DictConfig):
     """Composed config → trainer (model loaded, data read)."""
     from rl_dlm.data.loading import load_rows
 
-    trainer_cls, args, sampler = trainer_args(cfg)
+    from rl_dlm.trainers.base import RLTrainer
+
+    args, sampler, nodes = trainer_args(cfg)
     check_run_paths(cfg, args)
     train_rows = load_rows(cfg.task, "train")
     eval_rows = load_rows(cfg.task, "test")
     for rows, split in ((train_rows, "train"), (eval_rows, "test")):
         check_rows(rows, f"task {cfg.task.name!r} ({split} split)")
-    trainer = trainer_cls(model=cfg.model.path, reward_funcs=reward_functions(cfg.task), args=args,
-                          train_dataset=train_rows, eval_dataset=eval_rows, sampler=sampler,
-                          correct_reward=cfg.task.get("correct_reward"))
-    return trainer
+    return RLTrainer(model=cfg.model.path, reward_funcs=reward_functions(cfg.task), args=args,
+                     train_dataset=train_rows, eval_dataset=eval_rows, sampler=sampler,
+                     correct_reward=cfg.task.get("correct_reward"), components=nodes, algo=cfg.algo_name,
+                     component_names=dict(cfg.choices))
+
+
+def algo_trainer(algo: str, model, reward_funcs, train_dataset=None, overrides: list[str] = (), **kwargs):
+    """Any algorithm of conf/algo/ from Python, at its own settings plus `overrides` (command-line syntax):
+
+        trainer = algo_trainer("gdpo", model="checkpoints/tiny-llada", reward_funcs=[f], train_dataset=rows,
+                               overrides=["max_steps=10", "likelihood.nodes=5", "advantage=zscore"])
+        trainer.train()
+
+    The same composition and trainer as `rl-dlm train algo=<algo>`, with the model, rewards and data given
+    here instead of the task's (`kwargs` go to `RLTrainer`: eval_dataset, correct_reward, tracker, ...)."""
+    from rl_dlm.trainers.base import RLTrainer
+
+    with start_up():
+        cfg = compose_algo(algo, list(overrides))
+        args, sampler, nodes = trainer_args(cfg)
+    if not any(_override_key(o) == "output_dir" for o in overrides):
+        args.output_dir = None  # the Python API's default, outputs/<algo> (the command line's names the task)
+    return RLTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                     sampler=sampler, components=nodes, algo=algo, component_names=dict(cfg.choices), **kwargs)
 
 
 def protocol_sampler(sampler, steps_per_token: float):

@@ -69,10 +69,14 @@ def claim_run_dir(output_dir: str | Path, resume=None, processes: int = 1, is_ma
 
 
 def run_config(trainer, model) -> dict:
-    """What a checkpoint records about the run that wrote it: trainer, model and every config field."""
+    """What a checkpoint records about the run that wrote it: algorithm, model, every config field and, for a
+    trainer built from config nodes, its components with their knobs."""
     from dataclasses import asdict
 
     if not isinstance(model, str):
         base = getattr(getattr(trainer, "policy", None), "model", None)
         model = getattr(getattr(base, "config", None), "_name_or_path", None)
-    return {"trainer": algo_name(type(trainer)), "model": model, **asdict(trainer.args)}
+    record = {"trainer": trainer.algo, "model": model, **asdict(trainer.args)}
+    if trainer.component_nodes is not None:
+        record["components"] = trainer.component_nodes
+    return record

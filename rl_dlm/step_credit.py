@@ -48,6 +48,9 @@ class StepRewards:
 
     records: frozenset = frozenset({"step_rewards"})
 
+    def check_rows(self, rows: list[dict]) -> None:
+        """Any rows will do."""
+
     def __call__(self, policy, rollout: Rollout, rows: list[dict], result, score_fn):
         preds = rollout.step_predictions  # [N, S, L]
         if preds is None:
@@ -90,3 +93,8 @@ def select_steps(adv: Tensor, group_ids: Tensor, k: int) -> Tensor:
         0, inverse, torch.nan_to_num(adv).abs())
     top = torch.argsort(-mass, dim=1, stable=True)[:, :min(k, num_steps)]
     return top.sort(1).values[inverse]
+
+
+# config-group entries (rl_dlm/component_groups.py); per-step advantages need the refiner's per-step rewards
+per_step_advantage.requires = frozenset({"step_rewards"})
+COMPONENTS = {"refiner/step_rewards": StepRewards, "advantage/per_step": per_step_advantage}

@@ -67,7 +67,8 @@ def _unit(closed_high: bool):
     return lambda v: 0 <= v < 1, "in [0, 1)"
 
 
-# Ranges of RLConfig fields (and of the trainers' own, where they share a name); None passes where the type allows.
+# Ranges of RLConfig fields and of component knobs (rl_dlm/component_groups.py checks those by name, e.g.
+# `objective.beta`); None passes where the type allows.
 RANGES: dict[str, tuple[Callable, str]] = {
     "max_steps": _at_least(1), "per_device_train_batch_size": _at_least(1), "gradient_accumulation_steps": _at_least(1),
     "num_generations": _at_least(2), "num_iterations": _at_least(1), "learning_rate": _above(0),
@@ -79,7 +80,8 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "logging_steps": _at_least(1), "save_steps": _at_least(0), "save_total_limit": _at_least(1), "seed": _at_least(0),
     "max_skipped_steps": _at_least(1),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"remasking": ("low_confidence", "random"), "scale_rewards": ("none", "group")}
+CHOICES: dict[str, tuple[str, ...]] = {"remasking": ("low_confidence", "random"), "scale_rewards": ("none", "group"),
+                                     "kl": ("k1", "k2", "k3")}
 # Values the consumers accept beyond the field's annotation: one sink as a string (TRL's `report_to="wandb"`), and
 # no gradient clipping as null (0 means the same).
 ALSO_ACCEPTED: dict[str, type] = {"report_to": str, "max_grad_norm": type(None)}
@@ -116,25 +118,27 @@ def _matches(value, hint) -> bool:
     return True  # a type this check does not model: the dataclass or its user checks it
 
 
-def check_values(config_cls, values: Mapping) -> None:
-    """Type and range of every field of `config_cls` present in `values`, then the batch geometry."""
+def check_values(config_cls, values: Mapping, prefix: str = "") -> None:
+    """Type and range of every field of `config_cls` present in `values`, then the batch geometry. Messages name
+    `prefix + field` (a component's knobs: `objective.beta`)."""
     hints = typing.get_type_hints(config_cls)
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING}
     for key, value in values.items():
         if key not in hints:
             continue  # unknown keys are refused, with a suggestion, by config.dataclass_kwargs
-        example = f"; e.g. {key}={defaults[key]!r}" if defaults.get(key) is not None else ""
+        name = prefix + key
+        example = f"; e.g. {name}={defaults[key]!r}" if defaults.get(key) is not None else ""
         if not _matches(value, hints[key]) and not isinstance(value, ALSO_ACCEPTED.get(key, ())):
-            raise ConfigError(f"{key} must be {_type_name(hints[key])}, got {value!r} "
+            raise ConfigError(f"{name} must be {_type_name(hints[key])}, got {value!r} "
                               f"({type(value).__name__}){example}")
         if value is None:
             continue
         if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}; got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(CHOICES[key])}; got {value!r}")
         if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
             ok, text = RANGES[key]
             if not ok(value):
-                raise ConfigError(f"{key} must be {text}{WHY.get(key, '')}, got {value!r}{example}")
+                raise ConfigError(f"{name} must be {text}{WHY.get(key, '')}, got {value!r}{example}")
     check_batch(values, defaults)
 
 

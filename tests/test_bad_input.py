@@ -144,10 +144,12 @@ def test_a_hub_id_is_left_to_the_hub():
     ("lora_r=0", "lora_r must be ≥ 1"),
     ("temperature=-1", "temperature must be ≥ 0, got -1"),
     ("learning_rate=-1e-4", "learning_rate must be > 0"),
-    ("beta=-0.1", "beta must be ≥ 0"),
-    ("epsilon=0", "epsilon must be > 0"),
+    ("objective.beta=-0.1", "objective.beta must be ≥ 0"),
+    ("objective.epsilon=0", "objective.epsilon must be > 0"),
+    ("objective.kl=k4", "objective.kl must be one of k1, k2, k3"),
+    ("likelihood.p_mask_prompt=1.5", "likelihood.p_mask_prompt must be in [0, 1]"),
     ("max_steps=0", "max_steps must be ≥ 1"),
-    ("scale_rewards=batch", "scale_rewards must be one of none, group"),
+    ("advantage=batch", "unknown advantage 'batch'"),
 ])
 def test_bad_values_name_the_key_before_a_model_loads(tmp_path, capsys, no_model, override, expected):
     line = cli_error(capsys, override, f"output_dir={tmp_path}", *SMALL)
@@ -177,8 +179,12 @@ def test_an_unknown_key_names_the_closest_valid_key_and_never_suggests_plus_key(
     assert "unknown key 'max_stepz'; did you mean 'max_steps'?" in line and "+max_stepz" not in line
     line = cli_error(capsys, "task.rewards.correct.weightt=2")
     assert "did you mean 'task.rewards.correct.weight'?" in line
-    line = cli_error(capsys, "elbo_nodes=5")  # a key of another algorithm
-    assert "unknown key 'elbo_nodes' for algo=diffu_grpo: it is a key of algo=gdpo" in line
+    line = cli_error(capsys, "beta=0.1")  # a knob of this composition's objective
+    assert "unknown key 'beta': component knobs sit on their component: did you mean objective.beta?" in line
+    line = cli_error(capsys, "elbo_nodes=5")  # a flat key of earlier versions
+    assert "unknown key 'elbo_nodes': it is now likelihood.nodes" in line
+    line = cli_error(capsys, "likelihood.nodes=5")  # a knob of another component of the group
+    assert "likelihood.nodes is a knob of likelihood=elbo, not of the chosen likelihood=one_step" in line
     line = cli_error(capsys, "algo=gdpoo")
     assert "unknown algo 'gdpoo'; did you mean algo=gdpo?" in line
     line = cli_error(capsys, "recipe=quickstrat")
@@ -198,7 +204,9 @@ def test_help_lists_the_groups_recipes_and_most_used_keys(capsys, argv):
     main(argv)
     out = capsys.readouterr().out
     assert "Traceback" not in out
-    for text in ("recipes (recipe=NAME", "  quickstart ", "  tiny_gdpo ", "config groups", "  algo      " + ", ".join(sorted(TRAINERS)), "  task ", "  sampler ", "max_steps=180",
+    for text in ("recipes (recipe=NAME", "  quickstart ", "  tiny_gdpo ", "config groups",
+                 "  algo       " + ", ".join(sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml"))),
+                 "  likelihood coupled, elbo, espo, gdsd, one_step, prediction_replay, spg, trajectory_replay", "  task ", "  sampler ", "max_steps=180",
                  "learning_rate=0.0004", "num_generations=8", "--debug"):
         assert text in out, text
 
@@ -223,14 +231,14 @@ def test_algo_x_takes_its_own_settings_not_the_quickstarts_diffu_grpo_ones():
     from rl_dlm.hydra_app import compose_config
 
     quick = compose_config([])
-    assert (quick.learning_rate, quick.beta, quick.num_iterations) == (4e-4, 0.04, 6)
+    assert (quick.learning_rate, quick.objective.beta, quick.num_iterations) == (4e-4, 0.04, 6)
     gdpo = compose_config(["algo=gdpo"])
-    assert (gdpo.learning_rate, gdpo.beta, gdpo.num_iterations) == (2.5e-4, 0.0, 4)  # recipes/tiny_gdpo.yaml's
+    assert (gdpo.learning_rate, gdpo.objective.beta, gdpo.num_iterations) == (2.5e-4, 0.0, 4)  # recipes/tiny_gdpo.yaml's
     assert "algo_settings" not in gdpo
     mdpo = compose_config(["algo=mdpo"])
-    assert (mdpo.beta, mdpo.num_iterations, mdpo.temperature) == (0.02, 1, 0.4)  # MDPO's paper values
+    assert (mdpo.objective.beta, mdpo.num_iterations, mdpo.temperature) == (0.02, 1, 0.4)  # MDPO's paper values
     chosen = compose_config(["algo=gdpo", "learning_rate=1e-4", "num_iterations=2"])
-    assert (chosen.learning_rate, chosen.num_iterations, chosen.beta) == (1e-4, 2, 0.0)  # the command line wins
+    assert (chosen.learning_rate, chosen.num_iterations, chosen.objective.beta) == (1e-4, 2, 0.0)  # the command line wins
 
 
 def test_plain_string_prompts_on_a_chat_model_warn_once_with_the_fix(tokenizer):

@@ -1,5 +1,5 @@
-"""Every shipped config and recipe composes and builds its validated trainer config and sampler; bad keys fail at
-start-up naming the key."""
+"""Every shipped config and recipe composes and builds its validated RLConfig, sampler and components; bad keys fail
+at start-up naming the key."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,22 +8,27 @@ import pytest
 
 from rl_dlm.hydra_app import ROOT, build, compose_config, trainer_args
 
-GROUPS = ["model", "algo", "task", "sampler"]
+GROUPS = ["model", "algo", "task", "sampler", "likelihood", "objective", "advantage", "refiner"]
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    from rl_dlm.component_groups import entries
+
+    return sorted([p.stem for p in (ROOT / "conf" / group).glob("*.yaml")] + list(entries().get(group, ())))
 
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")))
 def test_every_recipe_composes(recipe):
+    from rl_dlm.component_groups import build as build_components, check_composition
+
     cfg = compose_config([f"recipe={recipe}"])
-    assert cfg.trainer and cfg.task.name and cfg.model.path
-    # The config dataclass validates its settings (e.g. save_steps a multiple of num_iterations) at construction:
-    # a recipe that composes but cannot start fails here, without the hub checkpoint it names.
-    trainer_cls, args, sampler = trainer_args(cfg)
-    assert isinstance(args, trainer_cls.config_class) or type(args).__name__.endswith("Config")
+    assert cfg.algo_name and cfg.task.name and cfg.model.path
+    # RLConfig validates its settings (e.g. save_steps a multiple of num_iterations) at construction, and the
+    # components theirs: a recipe that composes but cannot start fails here, without the hub checkpoint it names.
+    args, sampler, nodes = trainer_args(cfg)
     assert args.max_completion_length == cfg.max_completion_length and sampler is not None
+    check_composition(build_components(nodes, sampler, {"mask_id": -1, "stop_id": None,
+                                                         "is_correct": lambda per_function: None}))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
@@ -69,21 +74,21 @@ RECIPE_BLOCKS = [(p.stem, algo) for p in sorted((ROOT / "recipes").glob("*.yaml"
 
 @pytest.mark.parametrize("recipe,algo", RECIPE_BLOCKS, ids=[f"{r}:{a}" for r, a in RECIPE_BLOCKS])
 def test_every_algo_settings_block_builds_its_algorithms_config(recipe, algo):
-    """A recipe's `algo_settings.<algo>` keys are fields of that algorithm's config, with valid values."""
+    """A recipe's `algo_settings.<algo>` keys are RLConfig fields or knobs of that algorithm's components, with
+    valid values, and reach the composition."""
     from omegaconf import OmegaConf
 
-    from rl_dlm.trainers import TRAINERS
-
     cfg = compose_config([f"recipe={recipe}", f"algo={algo}"])
-    _, args, _ = trainer_args(cfg)
-    assert isinstance(args, TRAINERS[algo][1])
-    block = OmegaConf.load(ROOT / "recipes" / f"{recipe}.yaml").algo_settings[algo]
-    assert {k: getattr(args, k) for k in block} == OmegaConf.to_container(block)
+    trainer_args(cfg)
+    block = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes" / f"{recipe}.yaml").algo_settings[algo])
+    for key, value in block.items():
+        got = OmegaConf.to_container(cfg[key]) if isinstance(value, dict) else cfg[key]
+        assert got == value if not isinstance(value, dict) else {k: got[k] for k in value} == value, key
 
 
 def test_algo_settings_apply_only_to_their_algorithm_and_the_command_line_wins():
     quick = compose_config(["algo=coupled_grpo"])
-    assert (quick.learning_rate, quick.num_iterations, quick.beta) == (5e-4, 2, 0.01)  # block, paper μ and β
+    assert (quick.learning_rate, quick.num_iterations, quick.objective.beta) == (5e-4, 2, 0.01)  # block, paper μ, β
     gdpo = compose_config(["recipe=tiny_gdpo", "algo=diffu_grpo"])  # tiny_gdpo's GDPO rate does not follow
     assert (gdpo.learning_rate, gdpo.num_iterations) == (3e-6, 12)
     assert compose_config(["recipe=tiny_gdpo", "learning_rate=1e-4"]).learning_rate == 1e-4
@@ -91,7 +96,7 @@ def test_algo_settings_apply_only_to_their_algorithm_and_the_command_line_wins()
 
 
 def test_an_algo_settings_block_for_an_unknown_algorithm_is_refused(tmp_path, monkeypatch):
-    import rl_dlm.hydra_app as app
+    import rl_dlm.composition as app
     from rl_dlm.validation import ConfigError
 
     (tmp_path / "recipes").mkdir()

@@ -17,7 +17,7 @@ from rl_dlm.hydra_app import build, compose_config
 SMALL = ["num_generations=2", "per_device_train_batch_size=2", "gradient_accumulation_steps=2",
          "task.train_size=8", "task.eval_size=4", "eval.before=false", "eval.after=false", "lora_r=4",
          "lora_alpha=8", "lora_dropout=0.05", "logging_steps=1", "learning_rate=1e-2", "report_to=[none]",
-         "max_completion_length=16", "diffusion_steps=8", "block_length=16", "beta=0.04",
+         "max_completion_length=16", "diffusion_steps=8", "block_length=16", "objective.beta=0.04",
          "+task.rewards.noise={_target_: tests.trainers.test_cj_mdpo_igpo_e2e.noisy_text_reward}"]
 
 
@@ -46,8 +46,8 @@ def first_inner_steps(history: list[dict], mu: int) -> list[dict]:
     ("diffu_grpo", 1, []),
     ("diffu_grpo", 3, []),
     ("cj_grpo", 2, []),
-    ("mdpo", 1, ["top_k_steps=2"]),
-    ("mdpo", 2, ["top_k_steps=2"]),
+    ("mdpo", 1, ["likelihood.top_k_steps=2"]),
+    ("mdpo", 2, ["likelihood.top_k_steps=2"]),
 ])
 def test_ratio_is_one_at_every_first_inner_step_with_dropout_disabled(tmp_path, algo, mu, extra):
     for h in first_inner_steps(trained_history(tmp_path, algo, mu, *extra), mu):
@@ -55,7 +55,7 @@ def test_ratio_is_one_at_every_first_inner_step_with_dropout_disabled(tmp_path, 
         assert h["clip_fraction"] == 0.0, (h["step"], h["clip_fraction"])
 
 
-@pytest.mark.parametrize("algo,extra", [("diffu_grpo", []), ("mdpo", ["top_k_steps=2"])])
+@pytest.mark.parametrize("algo,extra", [("diffu_grpo", []), ("mdpo", ["likelihood.top_k_steps=2"])])
 def test_mu_one_ratio_is_one_even_with_dropout_on(tmp_path, algo, extra):
     history = trained_history(tmp_path, algo, 1, "disable_dropout=false", *extra)
     for h in history:

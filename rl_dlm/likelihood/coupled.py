@@ -85,3 +85,7 @@ class CoupledEstimator:
         return MaskPlan(input_ids=torch.cat([prompt, completions], 2), weights=weights)
 
     reduce = staticmethod(weighted_sum)
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/coupled": CoupledEstimator}

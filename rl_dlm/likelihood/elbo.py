@@ -14,7 +14,7 @@ weights are w_n/t_n on M_n and 0 elsewhere, so `reduce` (the weighted sum over v
 terms whose sum over tokens is the ELBO; `rl_dlm.objectives.ClippedSequenceObjective` sums them.
 
 Options:
-- `sampler="gauss_legendre"` (default, the paper) or `"monte_carlo"`: t_n ~ U(0, 1) i.i.d. per node with
+- `quadrature="gauss_legendre"` (default, the paper) or `"monte_carlo"`: t_n ~ U(0, 1) i.i.d. per node with
   weight 1/n (plain double Monte Carlo, for comparison);
 - `mask_count="floor"` (the paper): M_n is a uniformly random subset of exactly max(1, ⌊t_n·L⌋) positions;
   `"bernoulli"`: every position is masked independently with probability t_n (the ELBO's own forward
@@ -82,7 +82,7 @@ MASK_COUNTS = ("floor", "bernoulli")
 def gauss_legendre(n: int) -> tuple[list[float], list[float]]:
     """Nodes and weights of the n-point Gauss–Legendre rule mapped to [0, 1] (weights sum to 1)."""
     if n < 1:
-        raise ValueError(f"the ELBO needs at least one node (elbo_nodes), got {n}")
+        raise ValueError(f"the ELBO needs at least one node (nodes), got {n}")
     x, w = np.polynomial.legendre.leggauss(n)
     return ((x + 1) / 2).tolist(), (w / 2).tolist()
 
@@ -95,7 +95,7 @@ def masked_count(t: float, length: int) -> int:
 @dataclass
 class SequenceELBOEstimator:
     nodes: int = 3
-    sampler: str = "gauss_legendre"
+    quadrature: str = "gauss_legendre"  # or "monte_carlo"
     mask_count: str | None = None  # None: "floor" for gauss_legendre, "bernoulli" for monte_carlo
     full_canvas: bool = False
     mask_tail: bool = False  # False: the slots after end-of-turn stay visible, as in NeMo-RL
@@ -106,15 +106,15 @@ class SequenceELBOEstimator:
     objective_mask = staticmethod(completion_tokens)
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"elbo_sampler must be one of {SAMPLERS}; got {self.sampler!r}")
+        if self.quadrature not in SAMPLERS:
+            raise ValueError(f"quadrature must be one of {SAMPLERS}; got {self.quadrature!r}")
         if self.mask_count is None:
-            self.mask_count = "floor" if self.sampler == "gauss_legendre" else "bernoulli"
+            self.mask_count = "floor" if self.quadrature == "gauss_legendre" else "bernoulli"
         if self.mask_count not in MASK_COUNTS:
-            raise ValueError(f"elbo_mask_count must be one of {MASK_COUNTS}; got {self.mask_count!r}")
-        if self.sampler == "monte_carlo" and self.mask_count == "floor":
-            raise ValueError("elbo_sampler=monte_carlo with elbo_mask_count=floor has no finite mean (t < 1/L "
-                             "puts weight 1/t on one token); use elbo_mask_count=bernoulli")
+            raise ValueError(f"mask_count must be one of {MASK_COUNTS}; got {self.mask_count!r}")
+        if self.quadrature == "monte_carlo" and self.mask_count == "floor":
+            raise ValueError("quadrature=monte_carlo with mask_count=floor has no finite mean (t < 1/L "
+                             "puts weight 1/t on one token); use mask_count=bernoulli")
         if self.mask_tail and self.full_canvas:
             raise ValueError("mask_tail applies to full_canvas=False (with full_canvas the tail is scored)")
         self.t_nodes, self.w_nodes = gauss_legendre(self.nodes)
@@ -122,7 +122,7 @@ class SequenceELBOEstimator:
     def _row(self, seed: int, iteration: int, eligible: Tensor) -> tuple[Tensor, Tensor]:
         """One row's masks [K, L] bool and per-view weights [K] (w_n / t_n)."""
         gen = row_generator(seed, f"mask/{iteration}")
-        if self.sampler == "gauss_legendre":
+        if self.quadrature == "gauss_legendre":
             t, w = self.t_nodes, self.w_nodes
         else:  # 1 − U[0, 1) lies in (0, 1], so 1/t is finite
             t, w = (1 - torch.rand(self.nodes, generator=gen, dtype=torch.float64)).tolist(), [1 / self.nodes] * self.nodes
@@ -149,3 +149,7 @@ class SequenceELBOEstimator:
                         weights=(masks * scale[:, :, None]).float())
 
     reduce = staticmethod(weighted_sum)
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/elbo": SequenceELBOEstimator}

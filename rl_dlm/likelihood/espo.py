@@ -38,8 +38,8 @@ K `:474`, loss `:191-201`, old/ref ELBOs `:611-640`, advantage `:694-716`). Devi
   reference, and dropout is off in both passes (`disable_dropout`), so ρ ≡ 1 at the first inner step;
 - the complement view is always used (the reference's `reduce_var` flag is never read, `:376,446`).
 
-Run (Python): `ESPOTrainer(model, reward_funcs, args=ESPOConfig(), train_dataset=rows)` (rl_dlm/trainers/espo.py);
-from the command line `rl-dlm train algo=espo` once `espo` is a registered algorithm (docs/trainers/espo.md).
+Run: `rl-dlm train algo=espo` (conf/algo/espo.yaml), or from Python
+`rl_dlm.hydra_app.algo_trainer("espo", model, reward_funcs, train_dataset=rows)` (docs/trainers/espo.md).
 
     est = ESPOEstimator(draws=2, mask_id=mask_id)
     plan = est.plan(rollout, iteration=0)                      # input_ids [N, 2K, P + L], weights [N, 2K, L]
@@ -140,3 +140,7 @@ class ESPOObjective:
             loss = loss + self.beta * kl.mean()
             stats["kl"] = kl.detach().mean().item()
         return loss, stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/espo": ESPOEstimator, "objective/espo": ESPOObjective}

@@ -41,9 +41,8 @@ Reference code: GaryBall/GDSD@3fb6780:gdsd/trainers/gdsd_trainer_batchll.py (sco
 - L is the completion up to the end-of-turn token by default; `full_canvas=True` scores every canvas slot as
   the reference.
 
-Run (Python): `GDSDTrainer(model, reward_funcs, args=GDSDConfig(), train_dataset=rows)` (rl_dlm/trainers/gdsd.py);
-`GDSDConfig(tlc=True)` for TLC; from the command line `rl-dlm train algo=gdsd` once `gdsd` is a registered
-algorithm (docs/trainers/gdsd.md).
+Run: `rl-dlm train algo=gdsd` (conf/algo/gdsd.yaml; `likelihood.tlc=true` for TLC), or from Python
+`rl_dlm.hydra_app.algo_trainer("gdsd", model, reward_funcs, train_dataset=rows)` (docs/trainers/gdsd.md).
 
     est = GDSDEstimator(draws=2, tlc=False, mask_id=mask_id)
     plan = est.plan(rollout, iteration=0)                       # input_ids [N, 2K, P + L], weights [N, 2K, L]
@@ -77,7 +76,7 @@ class GDSDEstimator:
     fixed_plan = False  # a fresh plan for each inner iteration
     view_groups = staticmethod(all_views)
     objective_mask = staticmethod(completion_tokens)
-    per_view_scores = True  # reduce keeps what the objective needs per view (rl_dlm/components.py)
+    scores = "per_draw"  # reduce keeps each draw apart, [n, K, L], for GDSDObjective (rl_dlm/components.py)
 
     def __post_init__(self):
         if self.draws < 1:
@@ -108,10 +107,11 @@ class GDSDObjective:
     beta: float = 1e-3  # k2 KL on the per-draw scores
     full_canvas: bool = False
     needs_reference: bool = False
+    takes = "per_draw"  # the [n, K, L] per-draw scores of GDSDEstimator.reduce
 
     def __post_init__(self):
         if self.clamp not in CLAMPS:
-            raise ValueError(f"gdsd_clamp must be one of {CLAMPS}; got {self.clamp!r}")
+            raise ValueError(f"clamp must be one of {CLAMPS}; got {self.clamp!r}")
         if self.clamp != "none" and not 0 < self.epsilon < 1:
             raise ValueError(f"epsilon must lie in (0, 1) for the GDSD clamp window; got {self.epsilon}")
         self.needs_reference = self.beta > 0
@@ -146,3 +146,7 @@ class GDSDObjective:
             loss = loss + self.beta * kl.sum() / (n * k)
             stats["kl"] = kl.detach().mean().item()
         return loss, stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/gdsd": GDSDEstimator, "objective/gdsd": GDSDObjective}

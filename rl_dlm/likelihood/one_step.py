@@ -48,3 +48,7 @@ class OneStepEstimator:
         return MaskPlan(input_ids=views[:, None], weights=torch.ones(n, 1, length, device=device))
 
     reduce = staticmethod(weighted_sum)
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/one_step": OneStepEstimator}

@@ -74,3 +74,7 @@ class PredictionReplayEstimator:
     @staticmethod
     def view_groups(plan: MaskPlan) -> list[slice]:
         return [slice(k, k + 1) for k in range(plan.input_ids.shape[1])]
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/prediction_replay": PredictionReplayEstimator}

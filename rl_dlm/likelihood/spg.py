@@ -46,8 +46,8 @@ branch `:556,721`, loss `:115-118`, masks `:334-378`). Deviations:
   and `_step % μ`, so re-chunking never changes a row's masks;
 - the advantage is r − mean_group with no std division, as the reference (`scale_rewards=none`).
 
-Run (Python): `SPGTrainer(model, reward_funcs, args=SPGConfig(), train_dataset=rows)` (rl_dlm/trainers/spg.py);
-from the command line `rl-dlm train algo=spg` once `spg` is a registered algorithm (docs/trainers/spg.md).
+Run: `rl-dlm train algo=spg` (conf/algo/spg.yaml; `objective.eubo_weight=1.0` for EUBO-only SPG), or from
+Python `rl_dlm.hydra_app.algo_trainer("spg", model, reward_funcs, train_dataset=rows)` (docs/trainers/spg.md).
 
     est = SPGEstimator(views=2, eubo_beta=1.5, block_length=32, mask_id=mask_id)
     plan = est.plan(rollout, iteration=0)                        # input_ids [N, K, P + L], weights [N, K, L]
@@ -86,7 +86,7 @@ class SPGEstimator:
     fixed_plan = False  # a fresh plan for each inner iteration
     view_groups = staticmethod(all_views)
     objective_mask = staticmethod(completion_tokens)
-    per_view_scores = True  # reduce returns [n, L, 2] (ELBO and EUBO terms) for SandwichObjective, not [n, L]
+    scores = "elbo_eubo"  # reduce returns [n, L, 2] (ELBO and EUBO terms) for SandwichObjective, not [n, L]
 
     def __post_init__(self):
         if self.masking not in MASKINGS:
@@ -160,6 +160,7 @@ class SandwichObjective:
 
     eubo_weight: float = 0.5  # ω: 1 = the paper's EUBO-only SPG, 0.5 = "mix" (the authors' advice), 0 = ELBO only
     needs_reference: bool = False
+    takes = "elbo_eubo"  # the [n, L, 2] bounds of SPGEstimator.reduce (rl_dlm/component_groups.py checks the pair)
 
     def __post_init__(self):
         if not 0.0 <= self.eubo_weight <= 1.0:
@@ -177,3 +178,7 @@ class SandwichObjective:
                  "eubo_per_token": (upper / lengths.clamp_min(1)).detach().mean().item(),
                  "negative_fraction": negative.to(bounds.dtype).mean().item()}
         return loss, stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/spg": SPGEstimator, "objective/sandwich": SandwichObjective}

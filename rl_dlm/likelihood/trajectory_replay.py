@@ -66,3 +66,7 @@ class TrajectoryReplayEstimator:
     @staticmethod
     def view_groups(plan: MaskPlan) -> list[slice]:
         return [slice(k, k + 1) for k in range(plan.input_ids.shape[1])]
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"likelihood/trajectory_replay": TrajectoryReplayEstimator}

@@ -70,3 +70,7 @@ class ClippedSequenceObjective:
         stats["ratio_mean"] = ratio.detach().mean().item()
         stats["elbo_per_token"] = (seq / length).detach().mean().item()
         return per_seq.mean(), stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"objective/sequence": ClippedSequenceObjective}

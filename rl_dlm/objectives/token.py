@@ -69,3 +69,7 @@ class ClippedTokenObjective:
         stats["clip_fraction"] = masked_mean(clipped.to(logp.dtype), mask).item()
         stats["ratio_mean"] = masked_mean(ratio.detach(), mask).item()
         return masked_mean(per_token, mask), stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"objective/token": ClippedTokenObjective}

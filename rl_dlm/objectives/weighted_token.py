@@ -62,3 +62,7 @@ class WeightedTokenObjective:
         stats["clip_fraction"] = ((clipped & on).sum() / count).item()
         stats["ratio_mean"] = ((ratio.detach() * on).sum() / count).item()
         return (per_token * weights).sum() / rows, stats
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"objective/weighted_token": WeightedTokenObjective}

@@ -45,6 +45,7 @@ Checked against facebookresearch/igpo@e85eaea (`trainer_igpo.py`: the all-wrong 
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -163,6 +164,28 @@ class HintRefiner:
     hints: HintSettings = field(default_factory=HintSettings)
     records: frozenset = frozenset({"hint_mask", "loss_mask"})  # of the rows it rewrites; the rest keep None
 
+    def __post_init__(self):
+        if self.is_correct is None:
+            raise ValueError("refiner=hints (IGPO) triggers on the correctness reward: set task.correct_reward "
+                             "(correct_reward= in Python) to the name of the reward whose value marks a correct answer")
+        if "hint_ids" not in inspect.signature(self.sampler.sample).parameters:
+            raise ValueError(f"refiner=hints samples with hints: sampler {type(self.sampler).__name__} takes no "
+                             "hint_ids; use sampler=semi_ar")
+        if not (1 <= self.hints.min_chunk <= self.hints.max_chunk):
+            raise ValueError(f"need 1 ≤ hints.min_chunk ≤ hints.max_chunk, got {self.hints.min_chunk}, "
+                             f"{self.hints.max_chunk}")
+        if not (0.0 <= self.hints.eta_min <= self.hints.eta_max <= 1.0):
+            raise ValueError(f"need 0 ≤ hints.eta_min ≤ hints.eta_max ≤ 1, got {self.hints.eta_min}, "
+                             f"{self.hints.eta_max}")
+        if not 0.0 < self.entropy_top_frac <= 1.0:
+            raise ValueError(f"entropy_top_frac must be in (0, 1], got {self.entropy_top_frac}")
+
+    def check_rows(self, rows: list[dict]) -> None:
+        """The training rows carry the reference trace the hints come from."""
+        if rows and not any(row.get(self.trace_column) for row in rows):
+            raise ValueError(f"refiner.trace_column={self.trace_column!r}: no row of train_dataset has this "
+                             f"reference-trace column (columns: {sorted(rows[0])}); IGPO hints come from it")
+
     def hint_canvas(self, tokenizer, trace: str, seeds: list[int], gen_length: int) -> Tensor:
         """[G, L] hints for one group: η drawn per sample, sorted across the group."""
         ids = tokenizer(trace, add_special_tokens=False)["input_ids"]
@@ -241,3 +264,7 @@ def _with_rows(rollout: Rollout, index: Tensor, new: Rollout) -> Rollout:
                    completion_mask=put(rollout.completion_mask, new.completion_mask, False),
                    unmask_step=put(rollout.unmask_step, new.unmask_step, -1),
                    hint_mask=put(rollout.hint_mask, new.hint_mask, False))
+
+
+# config-group entries (rl_dlm/component_groups.py)
+COMPONENTS = {"refiner/hints": HintRefiner}

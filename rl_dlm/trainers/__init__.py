@@ -1,13 +1,12 @@
-"""Trainer bundles, by algorithm name (the `algo=` config group uses these names)."""
+"""The Python presets of the six original algorithms, by their `algo=` name. `rl-dlm train` builds every
+algorithm, these and the ones that exist only as configuration (conf/algo/*.yaml), from its component
+groups instead (rl_dlm/component_groups.py); a preset builds the components its conf/algo YAML composes."""
 from rl_dlm.trainers.cj_grpo import CJGRPOConfig, CJGRPOTrainer
 from rl_dlm.trainers.coupled_grpo import CoupledGRPOConfig, CoupledGRPOTrainer
 from rl_dlm.trainers.diffu_grpo import DiffuGRPOConfig, DiffuGRPOTrainer
-from rl_dlm.trainers.espo import ESPOConfig, ESPOTrainer
 from rl_dlm.trainers.gdpo import GDPOConfig, GDPOTrainer
-from rl_dlm.trainers.gdsd import GDSDConfig, GDSDTrainer
 from rl_dlm.trainers.igpo import IGPOConfig, IGPOTrainer
 from rl_dlm.trainers.mdpo import MDPOConfig, MDPOTrainer
-from rl_dlm.trainers.spg import SPGConfig, SPGTrainer
 
 TRAINERS = {
     "diffu_grpo": (DiffuGRPOTrainer, DiffuGRPOConfig),
@@ -16,7 +15,4 @@ TRAINERS = {
     "igpo": (IGPOTrainer, IGPOConfig),
     "coupled_grpo": (CoupledGRPOTrainer, CoupledGRPOConfig),
     "gdpo": (GDPOTrainer, GDPOConfig),
-    "spg": (SPGTrainer, SPGConfig),
-    "espo": (ESPOTrainer, ESPOConfig),
-    "gdsd": (GDSDTrainer, GDSDConfig),
 }

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from rl_dlm.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, resolve_resume, save_checkpoint
+from rl_dlm.component_groups import build as build_from_nodes, check_composition
 from rl_dlm.components import Components
 from rl_dlm.distributed import default_device, env_rank, env_world_size, make_runtime
 from rl_dlm.loop import LoopSettings, train
@@ -60,23 +61,15 @@ class RLConfig:
     lr_scheduler_type: str = "constant_with_warmup"
     warmup_steps: int = 0
     bf16: bool = False
-    # objective
-    beta: float = 0.04
-    epsilon: float = 0.5
-    epsilon_high: float | None = None
-    scale_rewards: str = "none"  # "none": r − mean; "group": z-score within the group
-    leave_one_out: bool = False  # r − mean of the other G − 1 (overrides scale_rewards)
     reward_weights: list[float] | None = None
-    # generation (LLaDA semi-AR sampler)
+    # generation (TRL's names; the sampler nodes of conf/sampler/ interpolate them)
     max_prompt_length: int | None = 200
     max_completion_length: int = 256
     block_length: int = 32
     diffusion_steps: int = 128
     temperature: float = 0.9
     remasking: str = "low_confidence"
-    # likelihood
-    p_mask_prompt: float = 0.15
-    forward_batch_size: int | None = None
+    forward_batch_size: int | None = None  # rows per no-grad forward of the old / reference log-probs (None: all)
     # LoRA
     lora_r: int = 128
     lora_alpha: int = 64
@@ -104,6 +97,20 @@ class RLConfig:
             raise ValueError(
                 f"save_steps = {self.save_steps} must be a multiple of num_iterations = {self.num_iterations}, so "
                 "checkpoints fall between rollouts and a resumed run continues exactly")
+
+
+@dataclass
+class PresetConfig(RLConfig):
+    """The Python presets' flat view of the knobs their components take (TRL's names where TRL has one): the
+    objective's ε and β and the advantage. A preset's own config adds its estimator's knobs. `rl-dlm train` sets the same knobs on the components (`objective.beta`, `advantage=`,
+    `likelihood.p_mask_prompt`); tests/trainers/test_presets.py checks that each preset builds the components
+    its conf/algo YAML composes."""
+
+    beta: float = 0.04
+    epsilon: float = 0.5
+    epsilon_high: float | None = None
+    scale_rewards: str = "none"  # "none": r − mean; "group": z-score within the group
+    leave_one_out: bool = False  # r − mean of the other G − 1 (overrides scale_rewards)
 
     @property
     def advantage_name(self) -> str:
@@ -141,19 +148,36 @@ def shuffled_batches(rows: list[dict], batch_size: int, seed: int, skip: int = 0
 
 
 class RLTrainer:
+    """The trainer. Its components come from config nodes (`components=`, what `rl-dlm train` passes: group →
+    `{_target_, knobs}`, rl_dlm/component_groups.py) or from a preset's `build_components` (DiffuGRPOTrainer, ...).
+
+        args, sampler, nodes = trainer_args(compose_algo("gdpo", ["likelihood=coupled"]))   # rl_dlm.hydra_app
+        trainer = RLTrainer(model=path, reward_funcs=[f], args=args, train_dataset=rows, sampler=sampler,
+                            components=nodes, algo="gdpo")       # what rl_dlm.hydra_app.algo_trainer does
+    """
+
     config_class = RLConfig
 
     def __init__(self, model, reward_funcs, args: RLConfig | None = None, train_dataset=None,
                  processing_class=None, peft_config=None, eval_dataset=None, sampler=None,
-                 correct_reward: str | None = None, tracker: Tracker | None = None):
+                 correct_reward: str | None = None, tracker: Tracker | None = None,
+                 components: dict | None = None, algo: str | None = None, component_names: dict | None = None):
         self.args = args or self.config_class()
         a = self.args
-        a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{algo_name(type(self))}", a.resume,
+        self.algo = algo or algo_name(type(self))
+        self.component_nodes, self.component_names = components, component_names or {}
+        a.output_dir = str(claim_run_dir(a.output_dir or f"outputs/{self.algo}", a.resume,
                                          env_world_size(), env_rank() == 0))
         # the model's family before it loads (a default sampler may follow it); None when unknown until loaded
         self.family_name = model.family.name if isinstance(model, Policy) else local_family_name(model)
         check_trainer_start(a, model, train_dataset, eval_dataset, reward_funcs,  # before the model loads
                             make_sampler=None if sampler is not None else self.default_sampler)
+        self.rewards = RewardRunner(as_reward_functions(reward_funcs, a.reward_weights), correct=correct_reward)
+        self.train_dataset = [dict(r) for r in train_dataset] if train_dataset is not None else None
+        if components is not None:  # knobs and pairs checked before the model loads, with placeholder ids
+            if sampler is None:
+                raise ValueError("components= needs the rollout sampler= too")
+            self.check_components(build_from_nodes(components, sampler, self.component_context(None)))
         torch.manual_seed(a.seed)  # LoRA initialisation only; the loop uses explicit per-row generators
         if isinstance(model, Policy):
             self.policy = model
@@ -173,11 +197,10 @@ class RLTrainer:
         self.policy.merge_lora_for_inference = a.merge_lora_for_inference
         if a.gradient_checkpointing:
             self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.train_dataset = [dict(r) for r in train_dataset] if train_dataset is not None else None
         self.eval_dataset = [dict(r) for r in eval_dataset] if eval_dataset is not None else None
-        self.rewards = RewardRunner(as_reward_functions(reward_funcs, a.reward_weights), correct=correct_reward)
         self.components = self.build_components(sampler)
-        self.check_components()
+        check_sampler_family(self.components.sampler, self.policy)
+        self.check_components(self.components)
         self.tracker = tracker or Tracker(a.output_dir, a.report_to, config=run_config(self, model),
                                           is_main=env_rank() == 0)
         self.runtime = None  # made by train(): one process, or a DeepSpeed engine per rank
@@ -190,17 +213,25 @@ class RLTrainer:
                              steps=a.diffusion_steps, temperature=a.temperature, remasking=a.remasking)
 
     def build_components(self, sampler) -> Components:
-        raise NotImplementedError
+        """The components from their config nodes (a preset builds its own instead)."""
+        if self.component_nodes is None:
+            raise ValueError(f"{type(self).__name__} has no components: pass components= (group → config node, "
+                             "rl_dlm.component_groups) or use a preset such as DiffuGRPOTrainer")
+        return build_from_nodes(self.component_nodes, sampler, self.component_context(self.policy))
 
-    def check_components(self):
-        check_sampler_family(self.components.sampler, self.policy)
-        c = self.components
-        recorded = set(c.sampler.records).union(*(r.records for r in c.refiners))
-        missing = set(c.estimator.requires) - recorded
-        if missing:
-            raise ValueError(
-                f"the likelihood estimator {type(c.estimator).__name__} needs rollout field(s) {sorted(missing)} "
-                f"that sampler {type(c.sampler).__name__} does not record; pick a sampler that records them")
+    def component_context(self, policy: Policy | None) -> dict:
+        """What every component that takes it is given at construction: the policy's token ids (placeholders
+        before the model loads) and the rewards' correctness test (None when no correct_reward is named)."""
+        return {"mask_id": -1 if policy is None else policy.mask_id,
+                "stop_id": None if policy is None else policy.stop_id,
+                "is_correct": self.rewards.is_correct if self.rewards.correct is not None else None}
+
+    def check_components(self, components: Components):
+        """The components fit together (rl_dlm.component_groups.check_composition) and suit the data."""
+        names = self.component_names
+        check_composition(components, sampler_name=f"sampler={names['sampler']}" if names.get("sampler") else None)
+        for refiner in components.refiners:
+            refiner.check_rows(self.train_dataset or [])
 
     # -- running -------------------------------------------------------------------------------------------
     def make_optimizer(self):

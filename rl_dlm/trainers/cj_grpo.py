@@ -25,11 +25,11 @@ from rl_dlm.components import Components
 from rl_dlm.likelihood.trajectory_replay import TrajectoryReplayEstimator
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class CJGRPOConfig(RLConfig):
+class CJGRPOConfig(PresetConfig):
     num_generations: int = 6
     num_iterations: int = 8
     beta: float = 0.04

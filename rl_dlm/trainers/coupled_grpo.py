@@ -19,6 +19,7 @@ schedule (the reference tunes every weight and decays to 0.1 × lr).
     from rl_dlm import CoupledGRPOTrainer, CoupledGRPOConfig
     trainer = CoupledGRPOTrainer(model=path, reward_funcs=[f], args=CoupledGRPOConfig(), train_dataset=rows)
     trainer.train()
+    # rl-dlm train algo=coupled_grpo advantage=leave_one_out likelihood.t_min=0.2 likelihood.t_max=0.8
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ from rl_dlm.components import Components
 from rl_dlm.likelihood.coupled import CoupledEstimator
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.dream import DreamSampler
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class CoupledGRPOConfig(RLConfig):
+class CoupledGRPOConfig(PresetConfig):
     num_generations: int = 10
     per_device_train_batch_size: int = 5
     gradient_accumulation_steps: int = 2
@@ -43,15 +44,11 @@ class CoupledGRPOConfig(RLConfig):
     learning_rate: float = 1e-6
     temperature: float = 1.2
     leave_one_out: bool = False  # True: the released code's r − mean of the other G − 1
-    p_mask_prompt: float = 0.0  # the prompt is never masked
     mask_ratio_min: float = 0.2  # t ~ U[mask_ratio_min, mask_ratio_max] per row
     mask_ratio_max: float = 0.8
 
     def __post_init__(self):
         super().__post_init__()
-        if self.p_mask_prompt != 0.0:
-            raise ValueError(f"p_mask_prompt={self.p_mask_prompt}: coupled-GRPO never masks the prompt; leave "
-                             "p_mask_prompt at 0")
         CoupledEstimator(self.mask_ratio_min, self.mask_ratio_max)  # validates the range
 
 

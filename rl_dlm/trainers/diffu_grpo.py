@@ -5,6 +5,7 @@ p_mask_prompt = 0.15; μ = 12 for math, 8 for planning tasks).
     from rl_dlm import DiffuGRPOTrainer, DiffuGRPOConfig
     trainer = DiffuGRPOTrainer(model=path, reward_funcs=[f], args=DiffuGRPOConfig(), train_dataset=rows)
     trainer.train()
+    # rl-dlm train algo=diffu_grpo likelihood.p_mask_prompt=0.15 objective.beta=0.04
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from rl_dlm.advantages import get_advantage
 from rl_dlm.components import Components
 from rl_dlm.likelihood.one_step import OneStepEstimator
 from rl_dlm.objectives import ClippedTokenObjective
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class DiffuGRPOConfig(RLConfig):
+class DiffuGRPOConfig(PresetConfig):
     num_iterations: int = 12
     beta: float = 0.04
     epsilon: float = 0.5

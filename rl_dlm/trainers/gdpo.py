@@ -14,6 +14,7 @@ remaining differences from its code are listed in `rl_dlm/likelihood/elbo.py` an
     from rl_dlm import GDPOTrainer, GDPOConfig
     trainer = GDPOTrainer(model=path, reward_funcs=[f], args=GDPOConfig(), train_dataset=rows)
     trainer.train()
+    # rl-dlm train algo=gdpo likelihood.nodes=3 likelihood.quadrature=gauss_legendre likelihood.full_canvas=false
 """
 from __future__ import annotations
 
@@ -23,17 +24,16 @@ from rl_dlm.advantages import get_advantage
 from rl_dlm.components import Components
 from rl_dlm.likelihood.elbo import SequenceELBOEstimator
 from rl_dlm.objectives import ClippedSequenceObjective
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class GDPOConfig(RLConfig):
+class GDPOConfig(PresetConfig):
     num_iterations: int = 12
     beta: float = 0.0
     epsilon: float = 0.5
     learning_rate: float = 3e-7
     temperature: float = 0.9
-    p_mask_prompt: float = 0.0  # the prompt is never masked
     elbo_nodes: int = 3
     elbo_sampler: str = "gauss_legendre"
     elbo_mask_count: str | None = None  # None: "floor" (Gauss–Legendre) or "bernoulli" (Monte Carlo)
@@ -42,13 +42,10 @@ class GDPOConfig(RLConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.p_mask_prompt != 0.0:
-            raise ValueError(f"p_mask_prompt={self.p_mask_prompt}: GDPO never masks the prompt; leave "
-                             "p_mask_prompt at 0")
         self.estimator()  # validates elbo_nodes, elbo_sampler and elbo_mask_count
 
     def estimator(self, mask_id: int = -1) -> SequenceELBOEstimator:
-        return SequenceELBOEstimator(nodes=self.elbo_nodes, sampler=self.elbo_sampler,
+        return SequenceELBOEstimator(nodes=self.elbo_nodes, quadrature=self.elbo_sampler,
                                      mask_count=self.elbo_mask_count, full_canvas=self.full_canvas,
                                      mask_tail=self.mask_tail, mask_id=mask_id)
 

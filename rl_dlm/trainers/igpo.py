@@ -23,10 +23,10 @@ The ratio is token-level by default (the paper's objective); the reference's rel
     trainer = IGPOTrainer(model=path, reward_funcs={"correct": f}, args=IGPOConfig(), train_dataset=rows,
                           correct_reward="correct")
     trainer.train()
+    # rl-dlm train algo=igpo refiner.trace_column=completion objective=sequence   (the same knobs, as components)
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 from rl_dlm.advantages import get_advantage
@@ -34,11 +34,11 @@ from rl_dlm.components import Components
 from rl_dlm.likelihood.one_step import OneStepEstimator
 from rl_dlm.objectives import ClippedTokenObjective
 from rl_dlm.sampling.inpainting import HintRefiner, HintSettings
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class IGPOConfig(RLConfig):
+class IGPOConfig(PresetConfig):
     num_generations: int = 8
     per_device_train_batch_size: int = 8  # one group per micro-batch (G = 8)
     num_iterations: int = 4
@@ -66,14 +66,6 @@ class IGPOConfig(RLConfig):
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError("importance_sampling_level must be 'token' or 'sequence', got "
                              f"{self.importance_sampling_level!r}")
-        if not (1 <= self.hint_min_chunk <= self.hint_max_chunk):
-            raise ValueError(f"need 1 ≤ hint_min_chunk ≤ hint_max_chunk, got {self.hint_min_chunk}, "
-                             f"{self.hint_max_chunk}")
-        if not (0.0 <= self.hint_eta_min <= self.hint_eta_max <= 1.0):
-            raise ValueError(f"need 0 ≤ hint_eta_min ≤ hint_eta_max ≤ 1, got {self.hint_eta_min}, "
-                             f"{self.hint_eta_max}")
-        if not 0.0 < self.hint_entropy_top_frac <= 1.0:
-            raise ValueError(f"hint_entropy_top_frac must be in (0, 1], got {self.hint_entropy_top_frac}")
 
     def hint_settings(self) -> HintSettings:
         return HintSettings(min_chunk=self.hint_min_chunk, max_chunk=self.hint_max_chunk,
@@ -88,23 +80,14 @@ class IGPOTrainer(RLTrainer):
     def build_components(self, sampler) -> Components:
         a = self.args
         sampler = sampler or self.default_sampler()
-        if self.rewards.correct is None:
-            raise ValueError("IGPO triggers on the correctness reward: set task.correct_reward (correct_reward= "
-                             "in Python) to the name of the reward whose value marks a correct answer")
-        rows = self.train_dataset or []
-        if rows and not any(row.get(a.hint_column) for row in rows):
-            raise ValueError(f"hint_column={a.hint_column!r}: no row of train_dataset has this reference-trace "
-                             f"column (columns: {sorted(rows[0])}); IGPO hints come from it")
-        if "hint_ids" not in inspect.signature(sampler.sample).parameters:
-            raise ValueError(f"IGPO samples with hints: sampler {type(sampler).__name__} takes no hint_ids; "
-                             "use sampler=semi_ar")
         if a.importance_sampling_level == "sequence":
             from rl_dlm.objectives import ClippedSequenceObjective
 
             objective = ClippedSequenceObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta)
         else:
             objective = ClippedTokenObjective(epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta)
-        refiner = HintRefiner(sampler=sampler, is_correct=self.rewards.is_correct, trace_column=a.hint_column,
+        refiner = HintRefiner(sampler=sampler, is_correct=self.component_context(None)["is_correct"],
+                              trace_column=a.hint_column,
                               max_replacements=a.hint_max_replacements, entropy_top_frac=a.hint_entropy_top_frac,
                               hints=a.hint_settings())
         estimator = OneStepEstimator(p_mask_prompt=a.p_mask_prompt, mask_id=self.policy.mask_id)

@@ -27,11 +27,11 @@ from rl_dlm.likelihood.prediction_replay import PredictionReplayEstimator
 from rl_dlm.objectives import WeightedTokenObjective
 from rl_dlm.sampling.maskgit import MaskGITSampler
 from rl_dlm.step_credit import StepRewards, per_step_advantage
-from rl_dlm.trainers.base import RLConfig, RLTrainer
+from rl_dlm.trainers.base import PresetConfig, RLTrainer
 
 
 @dataclass
-class MDPOConfig(RLConfig):
+class MDPOConfig(PresetConfig):
     num_iterations: int = 1
     beta: float = 0.02
     epsilon: float = 0.2

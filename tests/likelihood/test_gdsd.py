@@ -155,7 +155,7 @@ def test_design_invariants_same_plan_same_scores_and_rechunking():
 
 
 def test_bad_knobs_fail():
-    with pytest.raises(ValueError, match="gdsd_clamp"):
+    with pytest.raises(ValueError, match="clamp"):
         GDSDObjective(clamp="both")
     with pytest.raises(ValueError, match="epsilon"):
         GDSDObjective(epsilon=1.5)

@@ -29,7 +29,7 @@ def _lora(trainer):
 
 @pytest.mark.parametrize("algo,sampler,extra", [
     ("cj_grpo", "FullDiffusionSampler", []),
-    ("mdpo", "MaskGITSampler", ["num_iterations=1", "top_k_steps=4"]),  # μ = 1 as in the paper (quickstart: 4)
+    ("mdpo", "MaskGITSampler", ["num_iterations=1", "likelihood.top_k_steps=4"]),  # μ = 1 as in the paper (quickstart: 4)
     ("igpo", "SemiARSampler", []),
 ])
 def test_two_steps_from_the_composed_config(tmp_path, algo, sampler, extra):

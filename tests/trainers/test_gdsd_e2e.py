@@ -1,4 +1,4 @@
-"""GDSD and TLC end to end through the Python API: two steps on a tiny random LLaDA change the LoRA weights with
+"""GDSD and TLC end to end through the Python API (`algo_trainer("gdsd", ...)`, conf/algo/gdsd.yaml): two steps on a tiny random LLaDA change the LoRA weights with
 a finite loss; at the first inner step Δ ≡ 0 (every row inside the clamp window, KL 0); the loop hands the
 objective per-draw scores [n, K, L], for the current, old and reference policy alike.
 
@@ -10,26 +10,23 @@ import pytest
 import torch
 
 from rl_dlm.data.tasks import make_split
-from rl_dlm.trainers.gdsd import GDSDConfig, GDSDTrainer
-from tests.conftest import make_tiny_policy
-from tests.trainers.test_coupled_gdpo_e2e import SMALL, noisy_length_reward
-from tests.trainers.test_spg_e2e import train_two_steps
+from rl_dlm.hydra_app import algo_trainer
+from tests.conftest import EMBEDDED
+from tests.trainers.test_coupled_gdpo_e2e import noisy_length_reward
+from tests.trainers.test_spg_e2e import as_overrides, small_trainer, train_two_steps
 
 
-@pytest.mark.parametrize("kw", [{}, {"tlc": True, "num_iterations": 2}, {"gdsd_clamp": "sum", "full_canvas": True}])
+@pytest.mark.parametrize("kw", [{}, {"likelihood.tlc": True, "num_iterations": 2},
+                                {"objective.clamp": "sum", "likelihood.full_canvas": True}])
 def test_two_steps_change_lora_weights_with_finite_loss(tmp_path, tokenizer, kw):
-    args = GDSDConfig(output_dir=str(tmp_path), **{**SMALL, "psi": 1.0, **kw})
-    trainer = GDSDTrainer(make_tiny_policy(tokenizer, lora=True), noisy_length_reward, args=args,
-                          train_dataset=make_split("countdown", "train", 8))
+    trainer = small_trainer("gdsd", tokenizer, tmp_path, **{"objective.psi": 1.0, **kw})
     history = train_two_steps(trainer)
     assert history[0]["log_ratio_per_token"] == 0.0 and history[0]["in_window_fraction"] == 1.0
     assert history[0]["kl"] == 0.0
 
 
 def test_the_objective_gets_per_draw_scores_from_the_loop(tmp_path, tokenizer):
-    args = GDSDConfig(output_dir=str(tmp_path), **{**SMALL, "max_steps": 2, "num_iterations": 2, "gdsd_draws": 3})
-    trainer = GDSDTrainer(make_tiny_policy(tokenizer, lora=True), noisy_length_reward, args=args,
-                          train_dataset=make_split("countdown", "train", 8))
+    trainer = small_trainer("gdsd", tokenizer, tmp_path, max_steps=2, num_iterations=2, **{"likelihood.draws": 3})
     inner, shapes = trainer.components.objective, []
 
     def spy(terms, old, ref, adv, mask):
@@ -42,9 +39,9 @@ def test_the_objective_gets_per_draw_scores_from_the_loop(tmp_path, tokenizer):
     assert shapes and all(s[0] == s[1] == s[2] == (4, 3, 16) and s[3] == (4, 16) for s in shapes)
 
 
-def test_bad_configs_fail_naming_the_key():
-    assert GDSDConfig().psi == 10.0 and GDSDConfig().leave_one_out and not GDSDConfig().tlc
-    for kw, key in [({"p_mask_prompt": 0.15}, "p_mask_prompt"), ({"gdsd_clamp": "x"}, "gdsd_clamp"),
-                    ({"gdsd_draws": 0}, "gdsd_draws"), ({"epsilon": 1.5}, "epsilon")]:
+def test_bad_settings_fail_before_the_model_loads_naming_the_knob(tmp_path):
+    for kw, key in [({"likelihood.p_mask_prompt": 0.15}, "p_mask_prompt"), ({"objective.clamp": "x"}, "clamp"),
+                    ({"likelihood.draws": 0}, "draws"), ({"objective.epsilon": 1.5}, "epsilon")]:
         with pytest.raises(ValueError, match=key):
-            GDSDConfig(**kw)
+            algo_trainer("gdsd", str(EMBEDDED), noisy_length_reward, train_dataset=make_split("countdown", "train", 8),
+                         overrides=as_overrides({"output_dir": str(tmp_path), **kw}))

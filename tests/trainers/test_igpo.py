@@ -64,7 +64,8 @@ def test_gaps_are_capped_at_max_gap():
 
 
 def test_eta_is_sorted_across_the_group(tokenizer):
-    refiner = HintRefiner(sampler=None, is_correct=None, hints=FIXED5)
+    refiner = HintRefiner(sampler=SemiARSampler(gen_length=16, block_length=16, steps=4),
+                          is_correct=lambda per_function: None, hints=FIXED5)
     canvas = refiner.hint_canvas(tokenizer, "#" * 60, list(range(8)), 96)
     counts = (canvas >= 0).sum(1).tolist()
     assert counts == sorted(counts) and counts[0] >= 5
