@@ -90,8 +90,10 @@ def drop_algo_knobs_of_other_components(cfg: DictConfig, algo: str | None, overr
                                         recipe: str | None) -> None:
     """An algorithm's numbers for a component (`objective: {beta: 0.04}` in conf/algo/diffu_grpo.yaml) apply to
     the component chosen in that group where it has the knob; when a mix swaps the component
-    (`likelihood=elbo` under algo=igpo), the algorithm's values for knobs the new one lacks are dropped. A knob
-    the user sets (recipe or command line) is never dropped: an unknown one is an error naming the component."""
+    (`likelihood=elbo` under algo=igpo), the algorithm's values for knobs the new one lacks are dropped, and so are
+    the recipe's `algo_settings.<algo>` values (also numbers for that algorithm). A knob set for every algorithm
+    (a recipe's top-level group block, the command line) is never dropped: an unknown one is an error naming
+    the component."""
     from rl_dlm.component_groups import knobs
 
     if algo is None:
@@ -101,12 +103,12 @@ def drop_algo_knobs_of_other_components(cfg: DictConfig, algo: str | None, overr
     algo_file = OmegaConf.load(ROOT / "conf" / "algo" / f"{algo}.yaml")
     for group in COMPONENT_GROUPS:
         spec = cfg.get(group)
-        if not spec or not algo_file.get(group):
+        if not spec:
             continue
         own = knobs(resolve(spec["_target_"]))
         user = set((recipe_file.get(group) or {}).keys())
-        user |= set(OmegaConf.select(recipe_file, f"algo_settings.{algo}.{group}", default=None) or {})
-        for key in list(algo_file[group]):
+        tuned = OmegaConf.select(recipe_file, f"algo_settings.{algo}.{group}", default=None) or {}
+        for key in {*(algo_file.get(group) or {}), *tuned}:
             if key not in own and key in spec and key not in user and f"{group}.{key}" not in given:
                 del spec[key]
 

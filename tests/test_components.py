@@ -8,15 +8,11 @@ import re
 
 import pytest
 
+from rl_dlm.component_groups import entries, target_path
 from rl_dlm.components import LikelihoodEstimator, MaskPlan, all_views, completion_tokens
 from tests.conftest import ROOT
 
-ESTIMATORS = ["rl_dlm.likelihood.one_step.OneStepEstimator", "rl_dlm.likelihood.coupled.CoupledEstimator",
-              "rl_dlm.likelihood.elbo.SequenceELBOEstimator",
-              "rl_dlm.likelihood.trajectory_replay.TrajectoryReplayEstimator",
-              "rl_dlm.likelihood.prediction_replay.PredictionReplayEstimator",
-              "rl_dlm.likelihood.spg.SPGEstimator", "rl_dlm.likelihood.espo.ESPOEstimator",
-              "rl_dlm.likelihood.gdsd.GDSDEstimator"]
+ESTIMATORS = sorted(target_path(t) for t in entries()["likelihood"].values())  # every declared estimator
 CONTRACT = ["requires", "fixed_plan", "plan", "reduce", "view_groups", "objective_mask"]
 
 
@@ -70,7 +66,7 @@ def test_docstrings_cite_files_in_the_repository():
 
 
 def test_an_estimator_may_keep_per_view_scores_for_its_objective(tiny_lora_policy):
-    """`reduce` may return per-view log-probs [n, K, L] (an estimator that declares `per_view_scores`): the loop
+    """`reduce` may return per-view log-probs [n, K, L] (an estimator that declares `scores = "per_draw"`): the loop
     hands them to the objective as they are, old and reference alike, with the per-row advantages."""
     import torch
 
@@ -86,7 +82,7 @@ def test_an_estimator_may_keep_per_view_scores_for_its_objective(tiny_lora_polic
                       row_seeds=torch.tensor([1, 2]))
 
     class PerView(OneStepEstimator):
-        per_view_scores = True
+        scores = "per_draw"
 
         def plan(self, rollout, iteration):
             one = super().plan(rollout, iteration)

@@ -22,6 +22,8 @@ from rl_dlm.hydra_app import RUN_KEYS, ROOT, _split_args, compose_config, reward
 from rl_dlm.trainers import TRAINERS
 from rl_dlm.trainers.base import RLConfig
 
+ALGOS = sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml"))  # presets (TRAINERS) and config-only
+
 DOCS = ROOT / "docs"
 TRAINER_PAGES = DOCS / "trainers"
 PAGES = sorted(DOCS.glob("*.md")) + sorted(TRAINER_PAGES.glob("*.md")) + [DOCS / "results" / "README.md"]
@@ -35,10 +37,11 @@ def page_of(name: str) -> Path:
 
 # -- (a) one page per trainer ----------------------------------------------------------------------------------
 def test_every_trainer_has_a_page_and_every_page_a_trainer():
-    missing = [name for name in TRAINERS if not page_of(name).exists()]
-    assert not missing, f"trainers without a page in docs/trainers/: {missing}"
-    orphans = sorted(p.stem for p in TRAINER_PAGES.glob("*.md") if p.stem not in TRAINERS)
-    assert not orphans, f"pages in docs/trainers/ for no trainer in rl_dlm.trainers.TRAINERS: {orphans}"
+    missing = [name for name in ALGOS if not page_of(name).exists()]
+    assert not missing, f"algorithms without a page in docs/trainers/: {missing}"
+    orphans = sorted(p.stem for p in TRAINER_PAGES.glob("*.md") if p.stem not in ALGOS)
+    assert not orphans, f"pages in docs/trainers/ for no algorithm of conf/algo/: {orphans}"
+    assert set(TRAINERS) <= set(ALGOS)  # every Python preset is an algorithm of conf/algo/
 
 
 # -- (b) knob tables -------------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_readme_algorithm_table_links_each_trainer_to_its_page():
     text = (ROOT / "README.md").read_text()
     rows = [table_cells(line) for line in re.search(r"^## Algorithms\n(.*?)(?=^## )", text, re.M | re.S)
             .group(1).splitlines() if line.startswith("| `")]
-    assert len(rows) == len(TRAINERS)
+    assert len(rows) == len(ALGOS)
     for cells in rows:
         links = LINK.findall(cells[-1])
         assert links and all(link.endswith(".md") for link in links), f"README docs cell {cells[-1]!r}: link a page"
@@ -222,35 +225,31 @@ def commands(text: str, verb: str) -> list[list[str]]:
     return [_split_args(c)[0] for c in out]
 
 
-TRAIN_COMMANDS = [(name, cmd) for name in sorted(TRAINERS) if page_of(name).exists()
+TRAIN_COMMANDS = [(name, cmd) for name in ALGOS if page_of(name).exists()
                   for cmd in commands(page_of(name).read_text(), "train")]
 
 
 def test_every_trainer_page_has_launch_commands():
-    assert {name for name, _ in TRAIN_COMMANDS} == set(TRAINERS)
+    assert {name for name, _ in TRAIN_COMMANDS} == set(ALGOS)
 
 
 @pytest.mark.parametrize("name,overrides", TRAIN_COMMANDS, ids=[f"{n}:{' '.join(c) or '(none)'}" for n, c in TRAIN_COMMANDS])
 def test_train_commands_compose_and_build_their_trainer(name, overrides, tokenizer, tmp_path):
     """Composes the command exactly as `rl-dlm train` does, then builds the trainer as `build` does, but on a tiny
-    random policy and without loading data: the config dataclass validates its keys, the sampler instantiates, and
-    the trainer checks that the sampler records what the estimator needs."""
-    from omegaconf import OmegaConf
-
-    from rl_dlm.config import dataclass_kwargs, instantiate, resolve
+    random policy and without loading data: RLConfig validates its keys, the sampler instantiates, and the
+    components build and fit together (the estimator's needs recorded, the objective's scores made)."""
+    from rl_dlm.hydra_app import trainer_args
+    from rl_dlm.trainers.base import RLTrainer
     from rl_dlm.tracking import Tracker
     from tests.conftest import make_tiny_policy
 
     cfg = compose_config(overrides)
-    trainer_cls, config_cls = TRAINERS[name]
-    assert resolve(cfg.trainer) is trainer_cls, f"`rl-dlm train {' '.join(overrides)}` runs {cfg.trainer}, not {name}"
-    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
-    values["output_dir"] = str(tmp_path)  # start-up creates the run directory: not in the checkout
-    args = config_cls(**dataclass_kwargs(config_cls, values, "config"))
-    sampler = instantiate(OmegaConf.to_container(cfg.sampler, resolve=True))
-    trainer = trainer_cls(make_tiny_policy(tokenizer, lora=True), reward_functions(cfg.task), args=args,
-                          sampler=sampler, correct_reward=cfg.task.get("correct_reward"),
-                          tracker=Tracker(tmp_path, ["none"]))
+    assert cfg.algo_name == name, f"`rl-dlm train {' '.join(overrides)}` runs algo={cfg.algo_name}, not {name}"
+    args, sampler, nodes = trainer_args(cfg)
+    args.output_dir = str(tmp_path)  # start-up creates the run directory: not in the checkout
+    trainer = RLTrainer(make_tiny_policy(tokenizer, lora=True), reward_functions(cfg.task), args=args,
+                        sampler=sampler, correct_reward=cfg.task.get("correct_reward"), components=nodes,
+                        algo=name, component_names=dict(cfg.choices), tracker=Tracker(tmp_path, ["none"]))
     assert trainer.components.sampler is sampler
 
 

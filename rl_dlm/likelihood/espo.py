@@ -72,7 +72,7 @@ class ESPOEstimator:
 
     def __post_init__(self):
         if self.draws < 1:
-            raise ValueError(f"espo_draws must be at least 1; got {self.draws}")
+            raise ValueError(f"draws must be at least 1; got {self.draws}")
         if self.mask_tail and self.full_canvas:
             raise ValueError("mask_tail applies to full_canvas=False (with full_canvas the tail is scored)")
 

@@ -80,7 +80,7 @@ class GDSDEstimator:
 
     def __post_init__(self):
         if self.draws < 1:
-            raise ValueError(f"gdsd_draws must be at least 1; got {self.draws}")
+            raise ValueError(f"draws must be at least 1; got {self.draws}")
         self._masks()  # validates full_canvas and mask_tail
 
     def _masks(self) -> ESPOEstimator:

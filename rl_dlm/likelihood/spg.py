@@ -90,9 +90,9 @@ class SPGEstimator:
 
     def __post_init__(self):
         if self.masking not in MASKINGS:
-            raise ValueError(f"spg_masking must be one of {MASKINGS}; got {self.masking!r}")
+            raise ValueError(f"masking must be one of {MASKINGS}; got {self.masking!r}")
         if self.views < 1:
-            raise ValueError(f"spg_views must be at least 1; got {self.views}")
+            raise ValueError(f"views must be at least 1; got {self.views}")
         if not self.eubo_beta > 0:
             raise ValueError(f"eubo_beta must be > 0 (the EUBO is an upper bound for β ≥ 1); got {self.eubo_beta}")
         if self.block_length < 1:

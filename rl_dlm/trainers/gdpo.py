@@ -42,7 +42,11 @@ class GDPOConfig(PresetConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.estimator()  # validates elbo_nodes, elbo_sampler and elbo_mask_count
+        try:
+            self.estimator()  # validates elbo_nodes, elbo_sampler and elbo_mask_count
+        except ValueError as exc:  # the estimator names its own knobs; say which fields they are here
+            raise ValueError(f"{exc} (GDPOConfig fields: elbo_nodes = nodes, elbo_sampler = quadrature, "
+                             "elbo_mask_count = mask_count)") from exc
 
     def estimator(self, mask_id: int = -1) -> SequenceELBOEstimator:
         return SequenceELBOEstimator(nodes=self.elbo_nodes, quadrature=self.elbo_sampler,

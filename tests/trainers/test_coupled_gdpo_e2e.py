@@ -106,7 +106,7 @@ def test_cli_runs_two_steps_on_the_embedded_model(tmp_path, capsys, algo):
 
 def test_bad_configs_fail_naming_the_key():
     assert CoupledGRPOConfig().num_generations == 10 and GDPOConfig().elbo_nodes == 3  # paper defaults are valid
-    with pytest.raises(ValueError, match="p_mask_prompt"):
+    with pytest.raises(TypeError, match="p_mask_prompt"):  # not a knob of coupled-GRPO's components
         CoupledGRPOConfig(p_mask_prompt=0.15)
     with pytest.raises(ValueError, match="mask_ratio"):
         CoupledGRPOConfig(mask_ratio_min=0.9)
