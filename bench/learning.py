@@ -1,25 +1,38 @@
-"""Six-algorithm learning benchmark: every trainer from the same SFT'd dLLM, on the same synthetic tasks, with
-the same rollout budget and seeds; held-out greedy accuracy before, during and after.
+"""Nine-algorithm learning benchmark: every algorithm of conf/algo/ from the same SFT'd dLLM, on the same synthetic
+tasks, with the same rollout budget and seeds; held-out greedy accuracy before, during and after.
 
-    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, ≈ 22 min, 2 cores
+    python bench/learning.py --size cpu --out docs/results/cpu    # embedded model, countdown, 2 cores (below)
     python bench/learning.py --size gpu --deterministic --model DIR   # builds a 27M model in DIR first; one H100
 
+At CPU size the original six take ≈ 22 min together; SPG, ESPO and GDSD took 11–16 min each (on 2 cores
+shared with another job: bench/results/learning_cpu_new_algos.json).
+
+Every algorithm is built one way, `rl_dlm.hydra_app.algo_trainer(name, ...)`: its conf/algo/<name>.yaml
+composition plus the shared settings below as command-line overrides (`run_config`). The six with Python presets
+(rl_dlm.trainers.TRAINERS) build the same components and `RLConfig` through it as through their preset
+(tests/test_component_groups.py, tests/test_bench_learning.py), so their earlier records stay comparable; SPG,
+ESPO and GDSD exist only as configuration.
+
 What is shared, and what is each algorithm's own:
-- Each trainer keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
-  advantage, β, ε, sampling temperature, estimator knobs): the `<Algo>Config` defaults.
-- Scaled to the budget and shared by all six: μ = min(paper μ, 4) inner updates per rollout batch, G = 8
-  completions for each of 4 prompts per rollout batch, the number of rollout batches, LoRA r 16 / α 32 / no
-  dropout, learning rate and its schedule (constant at CPU size; at GPU size cosine to 0 over the run, so that
-  the last policy, the one scored, is a settled one rather than a snapshot of a still-moving one), grad-norm
-  clip 1.0, no warm-up, the canvas (the task's completion length) and rollout
-  steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own). The papers' learning rates
-  (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all instead, so that the
-  comparison is at equal step size rather than at unequal, unscaled ones — except GDPO, which runs at a
-  fraction of it (`Size.rate_scale`): its clip acts on a length-normalised sequence ratio exp(ΔELBO / L), which
-  ε = 0.5 practically never reaches, so nothing bounds a step but the rate (its paper's rate is likewise 10×
-  below the others'). At the shared rate GDPO gains for 10 batches, then collapses; a quarter of it suits the
-  GPU's 80 batches, while over the CPU's 10 it barely moves the 3.4 M model, which half the rate does
-  (docs/results/README.md).
+- Each algorithm keeps its paper-default components and their settings (sampler, likelihood estimator, objective,
+  advantage, β, ε, sampling temperature, estimator knobs): its conf/algo/<name>.yaml composition.
+- Scaled to the budget and shared by all nine: μ = min(paper μ, 4) inner updates per rollout batch (paper μ: the
+  composition's `num_iterations`), G = 8 completions for each of 4 prompts per rollout batch, the number of
+  rollout batches, LoRA r 16 / α 32 / no dropout, learning rate and its schedule (constant at CPU size; at GPU
+  size cosine to 0 over the run, so that the last policy, the one scored, is a settled one rather than a
+  snapshot of a still-moving one), grad-norm clip 1.0, no warm-up, no gradient accumulation, the canvas (the
+  task's completion length) and rollout steps (4 tokens per step; CJ-GRPO's ascending schedule sets its own).
+  The papers' learning rates (3e-7 … 3e-6) are for 8B models with LoRA r 128; one tuned rate is used for all
+  instead, so that the comparison is at equal step size rather than at unequal, unscaled ones — except GDPO and
+  ESPO, which run at a fraction of it (`Size.rate_scale`): GDPO's clip acts on a length-normalised sequence
+  ratio exp(ΔELBO / L), which ε = 0.5 practically never reaches, so nothing bounds a step but the rate (its
+  paper's rate is likewise 10× below the others'). At the shared rate GDPO gains for 10 batches, then collapses;
+  a quarter of it suits the GPU's 80 batches, while over the CPU's 10 it barely moves the 3.4 M model, which
+  half the rate does (docs/results/README.md). ESPO clips the same length-normalised sequence ratio
+  exp(ΔELBO / L) (at ε = 0.2), so the same reasoning applies and it gets GDPO's scale (its paper's rate, 3e-6,
+  is not below the others': the scale follows the ratio, not the paper). SPG (no ratio: ELBO / EUBO bounds
+  weighted by the advantage) and GDSD (no ratio: a clamped regression of the log-ratio onto ψ·A) run at the
+  shared rate.
 - Evaluation is the same for all: ≥ 500 held-out problems per task (disjoint from training by construction),
   greedy semi-AR decoding with the papers' protocol (steps = length / 2, block 16, 32 for sudoku), scored by the
   task's correctness reward. Accuracy before training is measured once per task (same start model).
@@ -27,7 +40,11 @@ What is shared, and what is each algorithm's own:
 Writes `<out>/learning_<size>.md` (table), `<out>/learning_<size>.png` (accuracy against rollouts) and the record
 `<out>/learning_<size>.json` (committed as `bench/results/learning_<size>.json`), after every finished run.
 Results and what they show: docs/results/README.md. `--algos gdpo@1e-4` runs one algorithm at its own learning
-rate, `--algos gdpo+beta=0.04` changes one of its config fields; `--override` changes any `Size` field (e.g.
+rate; `--algos gdpo+objective.beta=0.04+likelihood.full_canvas=true` adds overrides, in `rl-dlm train` syntax:
+any top-level key (an `RLConfig` field: `lr_scheduler_type=cosine`), a component knob (`<group>.<knob>`) or a
+component choice (`advantage=zscore`). A spec is composed before anything runs, and a bad one stops the command
+with the composition's error, which names the key (the flat names of earlier records, `gdpo+beta=0.04`, are now
+`objective.beta` and the like; the error says which). `--override` changes any `Size` field (e.g.
 '{"tasks": ["countdown"], "workers": 12}'); `--name` names the outputs. The GPU start model is built with
 deterministic CUDA kernels, so the same command gives the same start model; `--deterministic` asks for them in
 the RL runs too, with attention on the math kernel (see `deterministic_kernels`); with it a GPU run is a
@@ -39,8 +56,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,13 +75,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import ROOT, write_record  # noqa: E402
 from bench.learning_report import plot, split_spec, table  # noqa: E402
+from rl_dlm.component_groups import build, check_composition  # noqa: E402
 from rl_dlm.data.tasks import GEN_LENGTH, TASKS, correct_reward, make_split  # noqa: E402
+from rl_dlm.hydra_app import algo_trainer, compose_algo, trainer_args  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, load_policy  # noqa: E402
 from rl_dlm.reward_runner import RewardFunction, RewardRunner  # noqa: E402
 from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
-from rl_dlm.trainers import TRAINERS  # noqa: E402
+from rl_dlm.validation import ConfigError, start_up  # noqa: E402
 
-ALGOS = ("diffu_grpo", "coupled_grpo", "gdpo", "cj_grpo", "mdpo", "igpo")
+ALGOS = ("diffu_grpo", "coupled_grpo", "gdpo", "cj_grpo", "mdpo", "igpo", "spg", "espo", "gdsd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +98,8 @@ class Size:
     learning_rate: float = 4e-4
     lr_scheduler: str = "constant_with_warmup"  # transformers' scheduler name; "cosine" decays to 0 at the end
     max_num_iterations: int = 4  # μ = min(paper μ, this): at most 4 inner updates per rollout batch
-    rate_scale: dict = dataclasses.field(default_factory=lambda: {"gdpo": 0.25})  # × learning_rate, per algorithm
+    # × learning_rate, per algorithm: the two whose clip acts on a length-normalised sequence ratio (docstring)
+    rate_scale: dict = dataclasses.field(default_factory=lambda: {"gdpo": 0.25, "espo": 0.25})
     workers: int = 1  # parallel runs (subprocesses); 1 runs in this process
     model: dict | None = None  # build the start model with these LLaDA overrides (None: the embedded model)
     sft_steps: int = 0
@@ -89,7 +111,8 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10, rate_scale={"gdpo": 0.5}),
+    "cpu": Size(tasks=("countdown",), seeds=(0,), rollouts=10, eval_every=10,
+                rate_scale={"gdpo": 0.5, "espo": 0.5}),
     "gpu": Size(tasks=tuple(TASKS), seeds=(0, 1), rollouts=80, eval_every=10, workers=16, lr_scheduler="cosine",
                 model=dict(d_model=512, n_layers=8, n_heads=8, mlp_hidden_size=1536), sft_steps=3000),
 }
@@ -131,35 +154,84 @@ def accuracy(policy, task: str, rows: list[dict]) -> float:
         policy.model.train(was_training)
 
 
-def parse_algo(spec: str) -> tuple[str, dict]:
-    """`NAME[@RATE][+FIELD=VALUE...]` → (trainer name, config changes). `gdpo@1e-4` runs GDPO at its own learning
-    rate; `gdpo+beta=0.04+full_canvas=true` changes its config fields (VALUE is JSON, else a string)."""
+def parse_algo(spec: str) -> tuple[str, list[str]]:
+    """`NAME[@RATE][+FIELD=VALUE...]` → (algorithm, its overrides in `rl-dlm train` syntax). `gdpo@1e-4` runs GDPO
+    at its own learning rate (`learning_rate=0.0001`); `gdpo+objective.beta=0.04+likelihood.full_canvas=true`
+    passes each FIELD=VALUE as an override: a top-level key, a `<group>.<knob>` or a component choice. The spec is
+    composed here (conf/algo/<NAME>.yaml + its overrides), so a bad one fails now, with the composition's error
+    (a `ConfigError`, a `ValueError`) naming the key."""
     name, rate, fields = split_spec(spec)
-    if name not in TRAINERS:
+    if name not in ALGOS:
         raise ValueError(f"unknown algorithm {name!r} in {spec!r}; choose from {list(ALGOS)}")
-    changes = {"learning_rate": float(rate)} if rate else {}
-    known = {f.name for f in dataclasses.fields(TRAINERS[name][1])}
+    overrides = []
+    if rate:
+        try:
+            overrides.append(f"learning_rate={float(rate)!r}")
+        except ValueError:
+            raise ValueError(f"{rate!r} in {spec!r} is not a learning rate (NAME@RATE, e.g. gdpo@1e-4)") from None
     for field in fields:
         key, eq, value = field.partition("=")
-        if not eq or key not in known:
-            raise ValueError(f"{field!r} in {spec!r} is not FIELD=VALUE with a field of {TRAINERS[name][1].__name__}")
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
-    return name, changes
+        if not eq or not key or not value:
+            raise ValueError(f"{field!r} in {spec!r} is not FIELD=VALUE (a top-level key, a <group>.<knob> or a "
+                             "component choice, e.g. objective.beta=0.04)")
+        overrides.append(field)
+    composed(name, tuple(overrides), spec)
+    return name, overrides
 
 
-def run_config(size: Size, algo: str, task: str, seed: int):
-    """(trainer class, its config) for one run: the shared budget, GDPO's rate scale, μ capped, then the spec's
-    own changes."""
+def composed(name: str, overrides: tuple[str, ...], spec: str = ""):
+    """(composition, RLConfig) of conf/algo/<name>.yaml + overrides, validated as the trainer validates them
+    before its model loads: types and ranges, the sampler and the components built (placeholder token ids; the
+    runs name a correctness reward) and checked to fit together. An error names the spec."""
+    try:
+        with start_up():
+            cfg = compose_algo(name, list(overrides))
+            args, sampler, nodes = trainer_args(cfg)
+            placeholders = {"mask_id": -1, "stop_id": None, "is_correct": lambda per_function: None}
+            check_composition(build(nodes, sampler, placeholders), sampler_name=f"sampler={cfg.choices.sampler}")
+    except ConfigError as err:
+        raise ConfigError(f"{spec or name}: {err}") from err
+    return cfg, args
+
+
+@functools.lru_cache(maxsize=None)
+def paper_num_iterations(name: str) -> int:
+    """μ of the algorithm's own composition (conf/algo/<name>.yaml)."""
+    return compose_algo(name).num_iterations
+
+
+def override(key: str, value) -> str:
+    """`key=value` in Hydra's override syntax (lists as [a,b], booleans lower case, None as null)."""
+    def text(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if v is None:
+            return "null"
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return repr(v) if isinstance(v, float) else str(v)
+    return f"{key}={text(value)}"
+
+
+def override_key(item: str) -> str:
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def run_config(size: Size, algo: str, task: str, seed: int) -> tuple[str, list[str], object]:
+    """(algorithm, overrides, the `RLConfig` they compose) for one run: the shared budget, the rate scale (GDPO,
+    ESPO), μ = min(paper μ, `max_num_iterations`), then the spec's own overrides, which win (a spec's
+    `num_iterations=` also sets the number of optimizer steps: `rollouts` × μ)."""
     name, changes = parse_algo(algo)
-    trainer_cls, config_cls = TRAINERS[name]
-    mu = min(config_cls().num_iterations, size.max_num_iterations)
+    given = {override_key(c) for c in changes}
+    mu = min(paper_num_iterations(name), size.max_num_iterations)
+    if "num_iterations" in given:
+        mu = composed(name, tuple(changes), algo)[1].num_iterations
     rate = size.learning_rate * size.rate_scale.get(name, 1.0)
-    settings = {**budget(size, task), "learning_rate": rate, **changes}
-    return trainer_cls, config_cls(num_iterations=mu, output_dir=f"/tmp/rl_dlm_learning/{algo}-{task}-{seed}",
-                                   seed=seed, max_steps=size.rollouts * mu, logging_steps=mu, **settings)
+    settings = {**budget(size, task), "learning_rate": rate, "num_iterations": mu, "seed": seed,
+                "max_steps": size.rollouts * mu, "logging_steps": mu,
+                "output_dir": f"/tmp/rl_dlm_learning/{re.sub(r'[^A-Za-z0-9_.-]', '_', algo)}-{task}-{seed}"}
+    overrides = [override(k, v) for k, v in settings.items() if k not in given] + changes
+    return name, overrides, composed(name, tuple(overrides), algo)[1]
 
 
 def start_policy(model_dir: str, args):
@@ -173,12 +245,12 @@ def start_policy(model_dir: str, args):
 
 def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before: float) -> dict:
     """Trains one algorithm on one task from the start model; accuracy every `eval_every` rollout batches."""
-    trainer_cls, args = run_config(size, algo, task, seed)
+    name, overrides, args = run_config(size, algo, task, seed)
     mu = args.num_iterations
     policy = start_policy(model_dir, args)
     test = make_split(task, "test", size.n_eval, seed=0)
-    trainer = trainer_cls(policy, {"correct": correct_reward(task)}, args=args,
-                          train_dataset=make_split(task, "train", 3000), correct_reward="correct")
+    trainer = algo_trainer(name, policy, {"correct": correct_reward(task)}, overrides=overrides,
+                           train_dataset=make_split(task, "train", 3000), correct_reward="correct")
     points = [(0, before)]
 
     def progress(step: int, _metrics: dict):
@@ -191,7 +263,7 @@ def run_one(size: Size, model_dir: str, algo: str, task: str, seed: int, before:
     points.append((size.rollouts, accuracy(trainer.policy, task, test)))
     rewards = [h["reward"] for h in history if "reward" in h]
     return {"algo": algo, "task": task, "seed": seed, "learning_rate": args.learning_rate, "num_iterations": mu,
-            "paper_num_iterations": type(args)().num_iterations, "points": points,
+            "paper_num_iterations": paper_num_iterations(name), "points": points,
             "before": before, "after": points[-1][1], "gain_points": round(100 * (points[-1][1] - before), 1),
             "seconds": round(time.time() - start, 1),
             "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None}
@@ -321,8 +393,9 @@ def main():
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--out", default=None, help="folder for the table, plot and record (default docs/results/<size>)")
     ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS)
-                    + "; NAME@RATE runs NAME at its own learning rate (e.g. gdpo@1e-4), NAME+FIELD=VALUE changes a "
-                    "config field (e.g. gdpo+beta=0.04)")
+                    + "; NAME@RATE runs NAME at its own learning rate (e.g. gdpo@1e-4), NAME+FIELD=VALUE adds an "
+                    "override: a top-level key, a <group>.<knob> or a component choice "
+                    "(e.g. gdpo+objective.beta=0.04)")
     ap.add_argument("--model", default=None, help="start from this model directory (GPU size: built there first "
                     "if it does not exist yet)")
     ap.add_argument("--build-only", action="store_true", help="build the start model, measure it, and stop")
@@ -344,9 +417,9 @@ def main():
     size = dataclasses.replace(SIZES[a.size], **{k: tuple(v) if isinstance(v, list) else v
                                                   for k, v in json.loads(a.override).items()})
     algos = [x for x in a.algos.split(",") if x]
-    for spec in algos:
+    for spec in algos:  # every spec composed with the shared settings before anything loads
         try:
-            parse_algo(spec)
+            run_config(size, spec, size.tasks[0], size.seeds[0])
         except ValueError as err:
             ap.error(str(err))
     out = Path(a.out or ROOT / "docs" / "results" / a.size)

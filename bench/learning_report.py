@@ -10,7 +10,7 @@ from pathlib import Path
 from statistics import mean
 
 NAMES = {"diffu_grpo": "diffu-GRPO", "coupled_grpo": "coupled-GRPO", "gdpo": "GDPO", "cj_grpo": "CJ-GRPO",
-         "mdpo": "MDPO", "igpo": "IGPO"}
+         "mdpo": "MDPO", "igpo": "IGPO", "spg": "SPG", "espo": "ESPO", "gdsd": "GDSD"}
 
 
 def _runs(record: dict) -> dict[tuple[str, str], list[dict]]:
