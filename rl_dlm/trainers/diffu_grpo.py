@@ -25,7 +25,7 @@ class DiffuGRPOConfig(PresetConfig):
     epsilon: float = 0.5
     learning_rate: float = 3e-6
     temperature: float = 0.9
-    p_mask_prompt: float = 0.15
+    p_mask_prompt: float = OneStepEstimator.p_mask_prompt  # d1's 0.15, the estimator's default
 
 
 class DiffuGRPOTrainer(RLTrainer):
