@@ -134,7 +134,7 @@ def test_mask_tail_hides_the_tail_and_bad_knobs_fail():
     rollout = _rollout_with_lengths([3, 12])
     plan = ESPOEstimator(mask_tail=True, mask_id=99).plan(rollout, 0)
     assert (plan.input_ids[0, :, 6:] == 99).all() and (plan.weights[0, :, 3:] == 0).all()
-    with pytest.raises(ValueError, match="espo_draws"):
+    with pytest.raises(ValueError, match="draws"):
         ESPOEstimator(draws=0)
     with pytest.raises(ValueError, match="mask_tail"):
         ESPOEstimator(mask_tail=True, full_canvas=True)

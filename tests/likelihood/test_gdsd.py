@@ -159,5 +159,5 @@ def test_bad_knobs_fail():
         GDSDObjective(clamp="both")
     with pytest.raises(ValueError, match="epsilon"):
         GDSDObjective(epsilon=1.5)
-    with pytest.raises(ValueError, match="gdsd_draws"):
+    with pytest.raises(ValueError, match="draws"):
         GDSDEstimator(draws=0)

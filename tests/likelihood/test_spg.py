@@ -161,7 +161,7 @@ def test_objective_against_hand_computed_numbers():
     assert torch.allclose(bounds.grad, expected), "negative rows push only on the upper bound at ω = 1"
     with pytest.raises(ValueError, match="eubo_weight"):
         SandwichObjective(eubo_weight=1.5)
-    with pytest.raises(ValueError, match="spg_masking"):
+    with pytest.raises(ValueError, match="masking"):
         SPGEstimator(masking="random")
 
 
