@@ -97,7 +97,7 @@ def node(target) -> dict:
 
 
 def register(store) -> None:
-    """Every declared entry as a Hydra config-store node (`rl_dlm.hydra_app.compose_config` calls this)."""
+    """Every declared entry as a Hydra config-store node (`rl_dlm.composition.register_components` calls this)."""
     for group, options in entries().items():
         for option, target in options.items():
             store.store(group=group, name=option, node=node(target))
@@ -179,11 +179,11 @@ def check_composition(c: Components, sampler_name: str | None = None) -> None:
 
 
 def recorders(fields: list[str]) -> str:
-    """Which refiners record the fields (samplers are YAML entries: see conf/sampler/)."""
+    """Which refiners record the fields; samplers are YAML entries, so for them the hint names the attribute."""
     names = [o for o, t in entries()["refiner"].items() if set(fields) <= set(declared(t, "records", ()))]
     if names:
         return f"refiner={' or refiner='.join(names)} records them"
-    return "pick a sampler that records them (conf/sampler/*.yaml says what each records)"
+    return "pick a sampler that records them (the `records` of the sampler classes in rl_dlm/sampling/)"
 
 
 def pairs_hint(takes: str) -> str:

@@ -67,6 +67,8 @@ def _compose(recipe: str | None, rest: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    # `refiner=null` (or none) drops an algorithm's refiner, as Hydra's `~refiner` does (Hydra refuses a null choice)
+    rest = [f"~{item.split('=')[0]}" if item in ("refiner=null", "refiner=none") else item for item in rest]
     register_components()
     with initialize_config_dir(config_dir=str(ROOT / ("recipes" if recipe else "conf")), version_base="1.3"):
         try:

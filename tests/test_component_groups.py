@@ -181,3 +181,10 @@ def test_a_bad_algo_setting_for_a_group_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(app, "ROOT", tmp_path)
     with pytest.raises(ConfigError, match="algo_settings.diffu_grpo.advantage"):
         app.compose_config(["recipe=r"])
+
+
+def test_refiner_null_drops_an_algorithms_refiner():
+    assert compose_config(["algo=igpo"]).refiner["_target_"].endswith("HintRefiner")
+    for drop in ("refiner=null", "refiner=none", "~refiner"):
+        assert compose_config(["algo=igpo", drop]).get("refiner") is None
+    assert compose_config(["algo=diffu_grpo", "refiner=null"]).get("refiner") is None  # none to drop: no error
