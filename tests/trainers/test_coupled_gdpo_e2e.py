@@ -29,6 +29,17 @@ def lora_state(trainer):
     return {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
 
 
+def train_two_steps(trainer) -> list[dict]:
+    """Train: two logged steps with a finite loss that change the LoRA weights. Returns the history."""
+    before = lora_state(trainer)
+    history = trainer.train()
+    after = lora_state(trainer)
+    assert [h["step"] for h in history] == [1, 2]
+    assert all(math.isfinite(h["loss"]) for h in history)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    return history
+
+
 CASES = [
     (CoupledGRPOTrainer, CoupledGRPOConfig, {}),
     (CoupledGRPOTrainer, CoupledGRPOConfig, {"leave_one_out": True, "mask_ratio_min": 0.5, "mask_ratio_max": 0.5}),
@@ -44,12 +55,7 @@ def test_two_steps_change_lora_weights_with_finite_loss(tmp_path, tokenizer, tra
     assert sum(p.numel() for p in policy.model.parameters()) < 1_000_000
     args = config_cls(output_dir=str(tmp_path), **{**SMALL, **kw})
     trainer = trainer_cls(policy, noisy_length_reward, args=args, train_dataset=make_split("countdown", "train", 8))
-    before = lora_state(trainer)
-    history = trainer.train()
-    after = lora_state(trainer)
-    assert [h["step"] for h in history] == [1, 2]
-    assert all(math.isfinite(h["loss"]) for h in history)
-    assert any(not torch.equal(before[n], after[n]) for n in before)
+    history = train_two_steps(trainer)
     # μ = 1, no dropout: the first inner step scores the old policy on the old plan.
     assert history[0]["ratio_mean"] == 1.0 and history[0]["clip_fraction"] == 0.0
     assert ("kl" in history[0]) == (args.beta > 0)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl_dlm.data.tasks import make_split
-from rl_dlm.hydra_app import algo_trainer
-from tests.conftest import EMBEDDED
-from tests.trainers.test_coupled_gdpo_e2e import PlanSpy, noisy_length_reward
-from tests.trainers.test_spg_e2e import as_overrides, small_trainer, train_two_steps
+from tests.trainers.test_coupled_gdpo_e2e import PlanSpy
+from tests.trainers.test_spg_e2e import assert_refused_naming_the_knob, small_trainer, train_two_steps
 
 
 @pytest.mark.parametrize("kw", [{}, {"likelihood.full_canvas": True, "likelihood.draws": 1},
@@ -39,8 +36,6 @@ def test_old_reference_and_current_share_one_plan_per_inner_iteration(tmp_path, 
 
 
 def test_bad_settings_fail_before_the_model_loads_naming_the_knob(tmp_path):
-    for kw, key in [({"likelihood.p_mask_prompt": 0.15}, "p_mask_prompt"), ({"likelihood.draws": 0}, "draws"),
-                    ({"likelihood.mask_tail": True, "likelihood.full_canvas": True}, "mask_tail")]:
-        with pytest.raises(ValueError, match=key):
-            algo_trainer("espo", str(EMBEDDED), noisy_length_reward, train_dataset=make_split("countdown", "train", 8),
-                         overrides=as_overrides({"output_dir": str(tmp_path), **kw}))
+    assert_refused_naming_the_knob("espo", tmp_path, [
+        ({"likelihood.p_mask_prompt": 0.15}, "p_mask_prompt"), ({"likelihood.draws": 0}, "draws"),
+        ({"likelihood.mask_tail": True, "likelihood.full_canvas": True}, "mask_tail")])

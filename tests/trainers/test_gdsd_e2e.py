@@ -7,13 +7,8 @@ Run: .venv/bin/python -m pytest tests/trainers/test_gdsd_e2e.py -q      (≈ 15 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from rl_dlm.data.tasks import make_split
-from rl_dlm.hydra_app import algo_trainer
-from tests.conftest import EMBEDDED
-from tests.trainers.test_coupled_gdpo_e2e import noisy_length_reward
-from tests.trainers.test_spg_e2e import as_overrides, small_trainer, train_two_steps
+from tests.trainers.test_spg_e2e import assert_refused_naming_the_knob, small_trainer, train_two_steps
 
 
 @pytest.mark.parametrize("kw", [{}, {"likelihood.tlc": True, "num_iterations": 2},
@@ -40,8 +35,6 @@ def test_the_objective_gets_per_draw_scores_from_the_loop(tmp_path, tokenizer):
 
 
 def test_bad_settings_fail_before_the_model_loads_naming_the_knob(tmp_path):
-    for kw, key in [({"likelihood.p_mask_prompt": 0.15}, "p_mask_prompt"), ({"objective.clamp": "x"}, "clamp"),
-                    ({"likelihood.draws": 0}, "draws"), ({"objective.epsilon": 1.5}, "epsilon")]:
-        with pytest.raises(ValueError, match=key):
-            algo_trainer("gdsd", str(EMBEDDED), noisy_length_reward, train_dataset=make_split("countdown", "train", 8),
-                         overrides=as_overrides({"output_dir": str(tmp_path), **kw}))
+    assert_refused_naming_the_knob("gdsd", tmp_path, [
+        ({"likelihood.p_mask_prompt": 0.15}, "p_mask_prompt"), ({"objective.clamp": "x"}, "clamp"),
+        ({"likelihood.draws": 0}, "draws"), ({"objective.epsilon": 1.5}, "epsilon")])

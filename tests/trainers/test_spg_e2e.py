@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from rl_dlm.data.tasks import make_split
 from rl_dlm.hydra_app import algo_trainer
 from tests.conftest import EMBEDDED, make_tiny_policy
-from tests.trainers.test_coupled_gdpo_e2e import SMALL, lora_state, noisy_length_reward
+from tests.trainers.test_coupled_gdpo_e2e import SMALL, noisy_length_reward, train_two_steps  # noqa: F401  (shared)
 
 
 def as_overrides(values: dict) -> list[str]:
@@ -32,17 +31,6 @@ def small_trainer(algo: str, tokenizer, tmp_path, **overrides):
                         overrides=as_overrides({"output_dir": str(tmp_path), **SMALL, **overrides}))
 
 
-def train_two_steps(trainer) -> list[dict]:
-    """Train: two logged steps with a finite loss that change the LoRA weights. Returns the history."""
-    before = lora_state(trainer)
-    history = trainer.train()
-    after = lora_state(trainer)
-    assert [h["step"] for h in history] == [1, 2]
-    assert all(math.isfinite(h["loss"]) for h in history)
-    assert any(not torch.equal(before[n], after[n]) for n in before)
-    return history
-
-
 VARIANTS = [{}, {"objective.eubo_weight": 1.0, "num_iterations": 2},
             {"likelihood.masking": "uniform", "likelihood.views": 3}]
 
@@ -54,9 +42,15 @@ def test_two_steps_change_lora_weights_with_finite_loss(tmp_path, tokenizer, kw)
     assert all(math.isfinite(h[k]) for h in history for k in ("elbo_per_token", "eubo_per_token"))
 
 
-def test_bad_settings_fail_before_the_model_loads_naming_the_knob(tmp_path):
-    for kw, key in [({"objective.eubo_weight": 2.0}, "eubo_weight"), ({"likelihood.masking": "x"}, "masking"),
-                    ({"likelihood.eubo_beta": 0.0}, "eubo_beta"), ({"likelihood.views": 0}, "views")]:
+def assert_refused_naming_the_knob(algo: str, tmp_path, cases: list[tuple[dict, str]]) -> None:
+    """Each bad setting fails at start-up (the trainer checks its components before the model loads)."""
+    for kw, key in cases:
         with pytest.raises(ValueError, match=key):
-            algo_trainer("spg", str(EMBEDDED), noisy_length_reward, train_dataset=make_split("countdown", "train", 8),
+            algo_trainer(algo, str(EMBEDDED), noisy_length_reward, train_dataset=make_split("countdown", "train", 8),
                          overrides=as_overrides({"output_dir": str(tmp_path), **kw}))
+
+
+def test_bad_settings_fail_before_the_model_loads_naming_the_knob(tmp_path):
+    assert_refused_naming_the_knob("spg", tmp_path, [
+        ({"objective.eubo_weight": 2.0}, "eubo_weight"), ({"likelihood.masking": "x"}, "masking"),
+        ({"likelihood.eubo_beta": 0.0}, "eubo_beta"), ({"likelihood.views": 0}, "views")])
