@@ -1,0 +1,234 @@
+"""Where an 8B forward and a LoRA update spend their GPU time, and what the candidate speed-ups would buy.
+
+On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's builder), in one process:
+- `matmul`: the 8192³ bf16 matmul rate (the reference every fraction here is taken against) and the GEMM rates
+  of the canvas shapes (rows × 4096 → 4096 / 12288 / 24576, 12288 → 4096), i.e. the ceiling of the projections
+  at a given batch and of fusing q/k/v or gate/up into one GEMM;
+- `forward`: one denoising-step forward (rows × (200 + 256), logits of one 32-token block), eager, base weights
+  and LoRA r 128 under bf16 autocast (the trainer's rollout path), with the profiler's split of GPU time into
+  GEMM, attention and everything else, and the top kernels;
+- `bs1`: the batch-size-1 forward, eager and replayed from a CUDA graph (how launch-bound it is);
+- `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
+  checkpointing, its GPU-time split and peak memory;
+- `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling).
+
+FLOPs are counted as bench/stage_meter.py does (2·N per token forwarded, LM head on the kept positions only,
+attention not counted); an update with checkpointing counts 6·N per token (forward, recompute, input gradients),
+without it 4·N.
+
+    python bench/profile_8b.py --out $OUT          # on a GPU (≈ 5 min); writes $OUT/profile_8b.json
+    python bench/profile_8b.py --tiny --out /tmp/p # CPU check of the script itself
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import write_record  # noqa: E402
+from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
+from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
+
+GEMM_MARKERS = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk", "matmul")
+ATTN_MARKERS = ("flash", "fmha", "attention", "sdpa")
+
+
+def category(kernel: str) -> str:
+    k = kernel.lower()
+    if any(m in k for m in ATTN_MARKERS):
+        return "attention"
+    return "gemm" if any(m in k for m in GEMM_MARKERS) else "other"
+
+
+def timeit(fn, device: str, warmup: int = 2, reps: int = 5) -> float:
+    """Median seconds of fn() over reps calls after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def profile_split(fn, device: str) -> dict:
+    """GPU time of one fn() call split by kernel category, with the ten longest kernels."""
+    if device != "cuda":
+        fn()
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kernels = []
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if us > 0 and str(e.device_type).endswith("CUDA"):
+            kernels.append((e.key, us / 1e3, e.count))
+    total = sum(ms for _, ms, _ in kernels)
+    split = {}
+    for name, ms, _ in kernels:
+        split[category(name)] = split.get(category(name), 0.0) + ms
+    kernels.sort(key=lambda k: -k[1])
+    return {"gpu_ms": round(total, 2), "split_ms": {k: round(v, 2) for k, v in split.items()},
+            "top": [{"kernel": n[:100], "ms": round(ms, 2), "calls": c} for n, ms, c in kernels[:10]]}
+
+
+def matmul_tflops(m: int, k: int, n: int, device: str) -> float:
+    a = torch.randn(m, k, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    b = torch.randn(k, n, device=device, dtype=a.dtype)
+    s = timeit(lambda: a @ b, device, warmup=3, reps=10)
+    return 2 * m * k * n / s / 1e12
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--prompt", type=int, default=200)
+    ap.add_argument("--gen", type=int, default=256)
+    ap.add_argument("--rows", default="12,64", help="forward batch sizes (rows) to time")
+    ap.add_argument("--skip-compile", action="store_true")
+    args = ap.parse_args()
+    device = "cpu" if args.tiny else "cuda"
+    shape = TINY if args.tiny else LLADA_8B
+    d, ffn, layers, vocab = shape["d_model"], shape["mlp_hidden_size"], shape["n_layers"], shape["vocab_size"]
+    n_body = layers * (4 * d * d + 3 * d * ffn)
+    T, P, block = args.prompt + args.gen, args.prompt, 32
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict = {"shape": {"d_model": d, "mlp": ffn, "layers": layers, "vocab": vocab, "tokens": T}}
+
+    units = {"ms": "milliseconds", "s": "seconds", "fraction": "achieved FLOP rate / matmul_8192_tflops",
+             "gemm_fraction_of_matmul": "MxKxN GEMM rate / matmul_8192_tflops", "peak_gib": "GiB allocated"}
+
+    def save():
+        write_record(out / "profile_8b.json", "profile_8b", res, units)
+
+    ref = matmul_tflops(*(3 * (64 if args.tiny else 8192,)), device)
+    res["matmul_8192_tflops"] = round(ref, 1)
+    rows = [int(r) for r in args.rows.split(",")]
+    gemms = {}
+    for r in rows + [1]:
+        m = r * T
+        for k, n in ((d, d), (d, 3 * d), (d, ffn), (d, 2 * ffn), (ffn, d)):
+            gemms[f"{m}x{k}x{n}"] = round(matmul_tflops(m, k, n, device) / ref, 3)
+    res["gemm_fraction_of_matmul"] = gemms
+    save()
+
+    policy = build_policy(shape, device)
+    model = policy.model
+    head_flops = 2 * d * vocab
+
+    def forward_flops(r: int, kept: int) -> float:
+        return 2 * n_body * r * T + head_flops * r * kept
+
+    def step_forward(ids):
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            return policy.logits(ids, keep=slice(P, P + block))
+
+    def forward_entry(r: int) -> dict:
+        ids = torch.randint(0, vocab - 100, (r, T), device=device)
+        s = timeit(lambda: step_forward(ids), device)
+        entry = {"rows": r, "ms": round(s * 1e3, 2), "fraction": round(forward_flops(r, block) / s / 1e12 / ref, 3)}
+        entry.update(profile_split(lambda: step_forward(ids), device))
+        return entry
+
+    def bs1_entry() -> dict:
+        ids = torch.randint(0, vocab - 100, (1, T), device=device)
+        entry = {"eager_ms": round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)}
+        if device == "cuda":
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    step_forward(ids)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static = step_forward(ids)
+            entry["graph_ms"] = round(timeit(graph.replay, device, reps=10) * 1e3, 2)
+            entry["graph_equal"] = bool(torch.equal(static, step_forward(ids)))
+        entry["compute_floor_ms"] = round(forward_flops(1, block) / (ref * 1e12) * 1e3, 2)
+        return entry
+
+    model.eval()
+    res["forward_base"] = [forward_entry(r) for r in rows]
+    save()
+    res["bs1_base"] = bs1_entry()
+    save()
+
+    model = policy.model = add_lora(model, LoraSettings(r=128, alpha=64, dropout=0.0))
+    if device == "cuda":
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.float()
+                if "lora_B" in name:
+                    p.data.normal_(0, 0.02)  # a trained adapter: its matmuls do real work
+    model.eval()
+    res["forward_lora"] = [forward_entry(r) for r in rows]
+    save()
+    res["bs1_lora"] = bs1_entry()
+    save()
+
+    def update(r: int, checkpointing: bool):
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        else:
+            model.gradient_checkpointing_disable()
+        ids = torch.randint(0, vocab - 100, (r, T), device=device)
+        targets = torch.randint(0, vocab - 100, (r, args.gen), device=device)
+
+        def step():
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                logits = policy.logits(ids, keep=slice(P, None))
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])
+            logp.mean().backward()
+            model.zero_grad(set_to_none=True)
+
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        s = timeit(step, device, warmup=1, reps=3)
+        mult = 6 if checkpointing else 4
+        flops = mult * n_body * r * T + 2 * head_flops * r * args.gen
+        entry = {"rows": r, "checkpointing": checkpointing, "s": round(s, 3),
+                 "fraction": round(flops / s / 1e12 / ref, 3),
+                 "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device == "cuda" else None}
+        entry.update(profile_split(step, device))
+        model.eval()
+        return entry
+
+    res["update"] = [update(6, True), update(6, False), update(12, True)]
+    model.gradient_checkpointing_disable()
+    save()
+
+    if not args.skip_compile:
+        t = time.perf_counter()
+        base = model.get_base_model()
+        for blk in base.model.transformer.blocks:
+            blk.compile()
+        ids = torch.randint(0, vocab - 100, (rows[0], T), device=device)
+        step_forward(ids)
+        sync(device)
+        res["compiled"] = {"compile_s": round(time.perf_counter() - t, 1), **forward_entry(rows[0])}
+        save()
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
