@@ -120,7 +120,9 @@ def main():
               f"loss {loss:.4f}", flush=True)
         return t1 - t0, t2 - t1, peak
 
-    torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast).__enter__()  # the whole run, as the trainer
+    # the whole run, as the trainer (rl_dlm.trainers.base.bf16_autocast: no weight-cast cache, so each update's
+    # forward sees the adapters the previous AdamW step wrote)
+    torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast, cache_enabled=False).__enter__()
     runs = {False: [], True: []}  # previous code? → [(stage4 s, update s, peak GiB)] of the timed updates
     for it in range(args.updates + 1):
         for previous in ([False, True] if args.compare_old else [False]):

@@ -71,3 +71,19 @@ def test_bf16_loads_bf16_base_weights_and_keeps_fp32_adapters(tmp_path):
     history = trainer.train()
     assert math.isfinite(history[0]["loss"])
     assert any(not torch.equal(before[n], p) for n, p in lora_state(trainer).items())
+
+
+def test_bf16_updates_reach_the_next_forward(tmp_path):
+    """Under bf16 autocast the fp32 adapters are cast to bf16 at each forward. Autocast caches those casts
+    until its outermost context exits, and the whole of `train()` runs in one: with the cache on, every
+    forward after the first would reuse the first step's adapter weights, so the run would train nothing (and
+    the ratio would stay exactly 1). At the second inner step of a rollout the policy has moved: ρ ≠ 1."""
+    def alternating_reward(completions, **kw):  # 0, 1 within every group: non-zero advantages
+        return [float(i % 2) for i in range(len(completions))]
+
+    rows = make_split("countdown", "train", 4)
+    args = small_config(tmp_path, bf16=True, max_steps=2, num_iterations=2, per_device_train_batch_size=2)
+    trainer = DiffuGRPOTrainer(str(EMBEDDED), alternating_reward, args=args, train_dataset=rows)
+    history = trainer.train()
+    assert history[0]["ratio_mean"] == 1.0 and history[0]["frac_reward_zero_std"] == 0.0
+    assert history[1]["ratio_mean"] != 1.0
