@@ -7,8 +7,9 @@
   these tiny models it is exact).
 - The samplers (semi-AR, cached, Dream) on a tiny LLaDA and a tiny Dream, left padding included: the same
   tokens and commit steps as the previous loop on full-canvas logits with the textbook kernels.
-- peft's fp32 cast of each adapted layer's input, skipped under bf16 autocast in eval mode: bit-identical
-  logits, and the cast stays where it matters (no autocast, or dropout in train mode).
+- peft's fp32 cast of each adapted layer's input, skipped under bf16 autocast where LoRA dropout is the identity
+  (eval mode, or p = 0 in the update): bit-identical logits and adapter gradients, and the cast stays where it
+  matters (no autocast, or dropout active).
 - `score` (the completion's logits only): the same log-probs (atol 1e-5) and LoRA gradients (atol 1e-6).
 
 Run: .venv/bin/python -m pytest tests/test_exact_speedups.py -q
@@ -237,8 +238,50 @@ def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer)
     assert torch.equal(new, old)
     assert run("eval", autocast=False)[1] == {torch.float32}  # fp32 adapter matmuls need the cast
     assert run("train", autocast=True)[1] == {torch.float32}  # dropout on the fp32 copy rounds differently
-    assert run("eval", autocast=True, grad=True)[1] == {torch.float32}  # backward keeps the recorded graph
     assert all(getattr(m, "cast_input_dtype_enabled", True) for m in policy.model.modules())  # restored
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_lora_input_casts_skipped_in_the_update_give_the_same_loss_and_gradients(tokenizer, checkpointing):
+    """The update (grad on, train mode, LoRA dropout 0 as `disable_dropout` leaves it, bf16 autocast): without
+    peft's fp32 input casts, the same logits and the same adapter gradients, bit for bit (the casts' backward
+    was exact), with and without gradient checkpointing (whose recompute runs outside the skip and casts)."""
+    policy = make_tiny_policy(tokenizer)
+    policy.model.to(torch.bfloat16)
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    if checkpointing:
+        with pytest.warns(FutureWarning):
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.model.train()
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(6)) * 0.1)
+    seen = []
+    for n, m in policy.model.named_modules():
+        if n.endswith("lora_A.default"):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    ids, mask = prompts_for(policy)
+    target = torch.randint(10, 100, (ids.shape[0], ids.shape[1] - 4), generator=torch.Generator().manual_seed(7))
+
+    def logits_and_grads(previous: bool):
+        seen.clear()
+        policy.model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with previous_paths() if previous else contextlib.nullcontext():
+                logits = policy.logits(ids, mask, keep=slice(4, None))
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])
+        logp.sum().backward()
+        grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+        return logits.detach(), grads, set(seen[: len(seen) // (2 if checkpointing else 1)])
+
+    new, new_grads, new_dtypes = logits_and_grads(previous=False)
+    old, old_grads, old_dtypes = logits_and_grads(previous=True)
+    assert new_dtypes == {torch.bfloat16} and old_dtypes == {torch.float32}
+    assert torch.equal(new, old)
+    assert new_grads.keys() == old_grads.keys() and new_grads
+    for n in new_grads:
+        assert torch.equal(new_grads[n], old_grads[n]), n
 
 
 # 5. the scorer: the same log-probs and gradients ----------------------------------------------------------------

@@ -307,14 +307,17 @@ def lora_input_casts_skipped_if_redundant(model: nn.Module, device_type: str):
     """peft casts each adapted layer's input to the adapter weights' dtype (fp32) before `lora_A`. Under autocast
     `lora_A` casts it straight back to the autocast dtype, so x → fp32 → bf16 gives x itself (a bf16 or fp32
     input survives the round trip exactly): the cast only costs two passes over every adapted layer's input
-    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout). It is skipped, through peft's own
-    `disable_input_dtype_casting`, bit-identically, when autocast is on, nothing is recorded for backward
-    (rollouts, old / reference log-probs; a graph without the cast nodes could sum input gradients in another
-    order), the model is in eval mode (LoRA dropout is the identity; dropout on the fp32 copy would round
-    differently) and every adapter is plain LoRA (no DoRA-style variant that reads the cast input)."""
-    redundant = (hasattr(model, "peft_config") and not model.training and not torch.is_grad_enabled()
-                 and torch.is_autocast_enabled(device_type)
-                 and not any(getattr(c, "use_dora", False) for c in model.peft_config.values()))
+    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout), and under autograd two more in the backward
+    and an extra saved copy of the input. It is skipped, through peft's own `disable_input_dtype_casting`, when
+    autocast is on, every LoRA dropout is the identity (eval mode or p = 0, as `disable_dropout` leaves them;
+    dropout on the fp32 copy would round differently) and every adapter is plain LoRA (no DoRA-style variant
+    that reads the cast input). The forward is bit-identical; with gradients, the cast nodes' backward passes
+    were exact too (bf16 → fp32 → bf16), so the gradients are the same values, summed into the input's gradient
+    in the same order (tests/test_exact_speedups.py)."""
+    redundant = (hasattr(model, "peft_config") and torch.is_autocast_enabled(device_type)
+                 and not any(getattr(c, "use_dora", False) for c in model.peft_config.values())
+                 and all(not m.training or m.p == 0 for n, m in model.named_modules()
+                         if ".lora_dropout." in n and isinstance(m, nn.Dropout)))
     if not redundant:
         yield
         return
