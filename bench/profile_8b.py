@@ -7,7 +7,9 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
 - `forward`: one denoising-step forward (rows × (200 + 256), logits of one 32-token block), eager, base weights
   and LoRA r 128 under bf16 autocast (the trainer's rollout path), with the profiler's split of GPU time into
   GEMM, attention and everything else, and the top kernels;
-- `bs1`: the batch-size-1 forward, eager and replayed from a CUDA graph (how launch-bound it is);
+- `graphs`: the forward at batch size 1 and at the first `--rows`, eager and replayed from the policy's CUDA
+  graphs (`Policy.cuda_graphs`, rl_dlm/models/cuda_graphs.py), with a bit-for-bit comparison; `rollout_lora`:
+  a whole batch-size-1 semi-AR rollout (256 tokens, 128 steps) both ways, tokens/s and same tokens;
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
 - `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling).
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
+from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 
 GEMM_MARKERS = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk", "matmul")
 ATTN_MARKERS = ("flash", "fmha", "attention", "sdpa")
@@ -147,28 +150,44 @@ def main():
         entry.update(profile_split(lambda: step_forward(ids), device))
         return entry
 
-    def bs1_entry() -> dict:
-        ids = torch.randint(0, vocab - 100, (1, T), device=device)
-        entry = {"eager_ms": round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)}
-        if device == "cuda":
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    step_forward(ids)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static = step_forward(ids)
-            entry["graph_ms"] = round(timeit(graph.replay, device, reps=10) * 1e3, 2)
-            entry["graph_equal"] = bool(torch.equal(static, step_forward(ids)))
-        entry["compute_floor_ms"] = round(forward_flops(1, block) / (ref * 1e12) * 1e3, 2)
+    def graph_entry(r: int) -> dict:
+        """One step's forward at r rows, eager and replayed from the policy's CUDA graphs (`cuda_graphs`)."""
+        ids = torch.randint(0, vocab - 100, (r, T), device=device)
+        eager = step_forward(ids)
+        entry = {"rows": r, "eager_ms": round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)}
+        policy.cuda_graphs = True
+        with policy.inference():
+            entry["graph_ms"] = round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)
+            entry["graph_equal"] = bool(torch.equal(step_forward(ids), eager))
+        policy.cuda_graphs = False
+        entry["compute_floor_ms"] = round(forward_flops(r, block) / (ref * 1e12) * 1e3, 2)
+        return entry
+
+    def rollout_entry(r: int) -> dict:
+        """A whole exact semi-AR rollout (d1's settings) at r rows, eager and with CUDA graphs: tokens/s."""
+        sampler = SemiARSampler(gen_length=args.gen, block_length=block, steps=args.gen // 2, temperature=0.9)
+        prompts = torch.randint(0, vocab - 100, (r, P), device=device)
+        mask, seeds = torch.ones_like(prompts, dtype=torch.bool), torch.arange(r) + 11
+        entry = {"rows": r, "steps": sampler.steps}
+        outs = {}
+        for graphs in (False, True):
+            policy.cuda_graphs = graphs
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"), policy.inference():
+                sampler.sample(policy, prompts, mask, seeds)  # warm-up (and capture)
+                sync(device)
+                t = time.perf_counter()
+                outs[graphs] = sampler.sample(policy, prompts, mask, seeds).completion_ids
+                sync(device)
+            entry["graphs" if graphs else "eager"] = {"s": round(time.perf_counter() - t, 3),
+                                                      "tokens_per_s": round(r * args.gen / (time.perf_counter() - t), 1)}
+        policy.cuda_graphs = False
+        entry["same_tokens"] = bool(torch.equal(outs[False], outs[True]))
         return entry
 
     model.eval()
     res["forward_base"] = [forward_entry(r) for r in rows]
     save()
-    res["bs1_base"] = bs1_entry()
+    res["graphs_base"] = [graph_entry(1), graph_entry(rows[0])]
     save()
 
     model = policy.model = add_lora(model, LoraSettings(r=128, alpha=64, dropout=0.0))
@@ -181,7 +200,9 @@ def main():
     model.eval()
     res["forward_lora"] = [forward_entry(r) for r in rows]
     save()
-    res["bs1_lora"] = bs1_entry()
+    res["graphs_lora"] = [graph_entry(1), graph_entry(rows[0])]
+    save()
+    res["rollout_lora"] = [rollout_entry(1)]
     save()
 
     def update(r: int, checkpointing: bool):

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
@@ -54,11 +55,26 @@ class Policy:
     """A dLLM with its family conventions; `model` may be peft-wrapped."""
 
     def __init__(self, model: nn.Module, tokenizer, family: Family | None = None):
+        self.graphs = GraphedForward()
         self.model = model
         self.tokenizer = tokenizer
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.family = family or family_of(base, tokenizer)
         check_family(base, self.family)  # a hand-made Family must agree with the model's known family
+        self._sampling = self._adapters_off = 0  # depths of `inference()` and `reference()`
+
+    # Replay the rollouts' forwards (inside `inference()`) from CUDA graphs where they apply: bit-identical
+    # logits, far fewer kernel launches (rl_dlm/models/cuda_graphs.py); the trainers set it from their config.
+    cuda_graphs = False
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module):
+        self._model = model
+        self.graphs.reset()  # captured graphs point at the old model's weights
 
     mask_id = property(lambda self: self.family.mask_id)
     stop_id = property(lambda self: self.family.stop_id)
@@ -86,13 +102,21 @@ class Policy:
         shift = 1 if self.family.shift_logits else 0
         lo = max(start - shift, 0)  # first raw position needed: a shifted family scores token i at i - 1
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        with lora_input_casts_skipped_if_redundant(self.model, input_ids.device.type):
-            if (lo, stop) == (0, total):
-                raw = self.model(input_ids=input_ids, **kwargs).logits
-            elif getattr(base, "supports_logits_slice", False):
-                raw = self.model(input_ids=input_ids, logits_to_keep=slice(lo, stop), **kwargs).logits
-            else:
-                raw = self.model(input_ids=input_ids, **kwargs).logits[:, lo:stop]
+
+        def forward(ids: Tensor) -> Tensor:
+            with lora_input_casts_skipped_if_redundant(self.model, ids.device.type):
+                if (lo, stop) == (0, total):
+                    return self.model(input_ids=ids, **kwargs).logits
+                if getattr(base, "supports_logits_slice", False):
+                    return self.model(input_ids=ids, logits_to_keep=slice(lo, stop), **kwargs).logits
+                return self.model(input_ids=ids, **kwargs).logits[:, lo:stop]
+
+        mask = kwargs.get("attention_mask")
+        if self.cuda_graphs and self._sampling and self.graphs.usable(self.model, input_ids, mask):
+            mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference))  # which code path runs
+            raw = self.graphs((lo, stop, mode), forward, input_ids)
+        else:
+            raw = forward(input_ids)
         if not shift:
             return raw
         off = start - lo  # 1, or 0 when keep starts at position 0 (whose own logit stands in for its left one)
@@ -110,28 +134,36 @@ class Policy:
         weights while sampling (no adapter matmuls at each denoising step) and the base weights are restored
         bit for bit afterwards, so training and resumption never see merge/unmerge rounding drift. It costs a
         copy of the adapted weights, so it is meant for small models on one process."""
-        if not self.merge_lora_for_inference or not hasattr(self.model, "merge_adapter"):
-            yield self
-            return
-        saved = {n: p.detach().clone() for n, p in self.model.named_parameters() if ".base_layer." in n}
-        self.model.merge_adapter()
+        self._sampling += 1
         try:
-            yield self
+            if not self.merge_lora_for_inference or not hasattr(self.model, "merge_adapter"):
+                yield self
+                return
+            saved = {n: p.detach().clone() for n, p in self.model.named_parameters() if ".base_layer." in n}
+            self.model.merge_adapter()
+            try:
+                yield self
+            finally:
+                self.model.unmerge_adapter()
+                with torch.no_grad():
+                    for n, p in self.model.named_parameters():
+                        if n in saved:
+                            p.copy_(saved[n])
         finally:
-            self.model.unmerge_adapter()
-            with torch.no_grad():
-                for n, p in self.model.named_parameters():
-                    if n in saved:
-                        p.copy_(saved[n])
+            self._sampling -= 1
 
     @contextlib.contextmanager
     def reference(self):
         """The reference policy: the same weights with the LoRA adapters disabled."""
-        if hasattr(self.model, "disable_adapter"):
-            with self.model.disable_adapter():
+        self._adapters_off += 1
+        try:
+            if hasattr(self.model, "disable_adapter"):
+                with self.model.disable_adapter():
+                    yield self
+            else:
                 yield self
-        else:
-            yield self
+        finally:
+            self._adapters_off -= 1
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

@@ -88,6 +88,9 @@ class RLConfig:
     disable_dropout: bool = True
     gradient_checkpointing: bool = False
     merge_lora_for_inference: bool = False  # fold LoRA into the weights while sampling (small, 1-process models)
+    # replay the rollouts' unpadded forwards from CUDA graphs: the same logits, far fewer kernel launches
+    # (rl_dlm/models/cuda_graphs.py; CUDA only, costs one forward's activations plus each window's logits)
+    cuda_graphs: bool = True
     # logging and checkpoints
     logging_steps: int = 1
     save_steps: int = 0
@@ -204,6 +207,7 @@ class RLTrainer:
         if a.disable_dropout:
             disable_dropout(self.policy.model)
         self.policy.merge_lora_for_inference = a.merge_lora_for_inference
+        self.policy.cuda_graphs = a.cuda_graphs
         if a.gradient_checkpointing:
             self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.eval_dataset = [dict(r) for r in eval_dataset] if eval_dataset is not None else None

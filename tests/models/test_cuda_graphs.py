@@ -1,0 +1,139 @@
+"""CUDA-graph replay of the rollouts' forwards (rl_dlm/models/cuda_graphs.py), its dispatch checked on CPU.
+
+A CPU has no CUDA graphs, so `Replay` stands in for one: "capturing" records the forward and "replaying" runs it
+again on the static input into the static output, which is what a CUDA graph does with its recorded kernels. What
+is under test is everything around it: when a graph is used, what keys it (shape, kept window, adapters on or
+off, merged or not), that each call's input reaches the static buffer, that callers get their own copy of the
+output, that a failed capture falls back to eager once, and that a replaced model drops the graphs. That the GPU
+replay gives bit-identical logits is measured by bench/profile_8b.py (`graph_equal`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rl_dlm.models.cuda_graphs import GraphedForward
+from rl_dlm.models.policy import LoraSettings, add_lora
+from rl_dlm.sampling.semi_ar import SemiARSampler
+from tests.conftest import make_tiny_policy
+
+
+class Replay:
+    def __init__(self, forward, static_in):
+        self.forward, self.static_in = forward, static_in
+        self.static_out = forward(static_in)
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.static_out.copy_(self.forward(self.static_in))
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    """GraphedForward on CPU: usable wherever it would be on a GPU, captures recorded by `Replay`."""
+    captured = []
+
+    def capture(self, key, forward, input_ids):
+        graph = Replay(forward, input_ids.clone())
+        captured.append((key, graph))
+        return graph, graph.static_in, graph.static_out
+
+    real_usable = GraphedForward.usable
+    monkeypatch.setattr(GraphedForward, "_capture", capture)
+    monkeypatch.setattr(GraphedForward, "usable",
+                        staticmethod(lambda model, ids, mask: real_usable(model, _CudaLike(ids), mask)))
+    return captured
+
+
+class _CudaLike:
+    """A stand-in input that reports a CUDA device to `usable`, nothing else."""
+
+    def __init__(self, t):
+        self.t, self.device = t, torch.device("cuda")
+
+
+def lora_policy(tokenizer):
+    policy = make_tiny_policy(tokenizer)
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    policy.model.eval()
+    policy.cuda_graphs = True
+    return policy
+
+
+def test_usable_only_without_grad_mask_training_or_moving_weights(tokenizer):
+    policy = lora_policy(tokenizer)
+    ids = _CudaLike(torch.zeros(1, 4, dtype=torch.long))
+    with torch.no_grad():
+        assert GraphedForward.usable(policy.model, ids, None)
+        assert not GraphedForward.usable(policy.model, ids, torch.ones(1, 4))  # padding: a host check per call
+        assert not GraphedForward.usable(policy.model, torch.zeros(1, 4, dtype=torch.long), None)  # CPU
+        policy.model.train()
+        assert not GraphedForward.usable(policy.model, ids, None)  # dropout would replay fixed masks
+        policy.model.eval()
+        next(policy.model.parameters()).ds_id = 0  # a DeepSpeed-managed weight
+        assert not GraphedForward.usable(policy.model, ids, None)
+    assert not GraphedForward.usable(policy.model, ids, None)  # grad on
+
+
+def test_a_rollout_replays_one_graph_per_block_with_the_eager_tokens(tokenizer, cpu_graphs):
+    policy = lora_policy(tokenizer)
+    prompts = torch.randint(10, 100, (3, 6), generator=torch.Generator().manual_seed(2))
+    mask, seeds = torch.ones_like(prompts, dtype=torch.bool), torch.tensor([5, 6, 7])
+    sampler = SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9)
+    eager = sampler.sample(policy, prompts, mask, seeds)  # outside inference(): no graphs
+    assert not cpu_graphs
+    with policy.inference():
+        graphed = sampler.sample(policy, prompts, mask, seeds)
+        again = sampler.sample(policy, prompts, mask, seeds)
+    assert torch.equal(graphed.completion_ids, eager.completion_ids) and torch.equal(again.completion_ids,
+                                                                                     eager.completion_ids)
+    assert torch.equal(graphed.unmask_step, eager.unmask_step)
+    assert [key[0][:2] for key, _ in cpu_graphs] == [(6, 14), (14, 22)]  # one capture per block window
+    assert [g.replays for _, g in cpu_graphs] == [8, 8]  # 4 steps per block, 2 rollouts
+
+
+def test_keys_separate_modes_and_outputs_are_the_callers_own(tokenizer, cpu_graphs):
+    policy = lora_policy(tokenizer)
+    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    other = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expect_ids, expect_other = policy.logits(ids, keep=slice(4, 8)), policy.logits(other, keep=slice(4, 8))
+        with policy.reference():
+            expect_ref = policy.logits(ids, keep=slice(4, 8))
+        with policy.inference():
+            first = policy.logits(ids, keep=slice(4, 8))
+            second = policy.logits(other, keep=slice(4, 8))  # the same graph, a new input
+            with policy.reference():  # adapters off: another code path, another graph
+                ref = policy.logits(ids, keep=slice(4, 8))
+            policy.logits(ids[:1], keep=slice(4, 8))  # another shape
+    assert torch.equal(first, expect_ids) and torch.equal(second, expect_other) and torch.equal(ref, expect_ref)
+    assert not torch.equal(first, second)  # `first` was not overwritten by the second replay
+    assert len(cpu_graphs) == 3
+    policy.model = policy.model  # a replaced model: graphs dropped
+    assert not policy.graphs.graphs
+
+
+def test_a_failed_capture_runs_eagerly_and_is_not_retried(tokenizer, monkeypatch):
+    policy = lora_policy(tokenizer)
+    attempts = []
+
+    def stream_fails():
+        attempts.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(GraphedForward, "usable", staticmethod(lambda model, ids, mask: True))
+    monkeypatch.setattr(torch.cuda, "Stream", stream_fails)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expect = policy.logits(ids, keep=slice(4, 8))
+        with policy.inference():
+            with pytest.warns(UserWarning, match="CUDA graph capture failed"):
+                got = policy.logits(ids, keep=slice(4, 8))
+            again = policy.logits(ids, keep=slice(4, 8))
+    assert torch.equal(got, expect) and torch.equal(again, expect)
+    assert len(attempts) == 1 and list(policy.graphs.graphs.values()) == [None]
