@@ -153,12 +153,16 @@ def write_outputs(out: Path, summaries: dict, problems: dict, matmul: dict, args
 
 
 def merge_records(paths: list[Path], out: Path) -> dict:
-    """Several commands' rl_step.json → one record (a later file wins for the same algorithm key)."""
+    """Several commands' rl_step.json → one record (a later file wins for the same algorithm key); a merged
+    record may be one of them (its runs are kept)."""
     metrics, problems, runs = {}, {}, []
     for path in paths:
         record = json.loads(path.read_text())
-        runs.append({k: record.get(k) for k in ("command", "device", "git_revision", "date", "torch", "matmul")}
-                    | {"algorithms": sorted(record["metrics"])})
+        if record.get("runs"):  # an already merged record: keep the runs it was merged from
+            runs.extend(record["runs"])
+        else:
+            runs.append({k: record.get(k) for k in ("command", "device", "git_revision", "date", "torch", "matmul")}
+                        | {"algorithms": sorted(record["metrics"])})
         for key, summary in record["metrics"].items():
             metrics[key] = {**summary, "command": record["command"], "git_revision": record["git_revision"]}
         problems.update(record.get("problems") or {})
