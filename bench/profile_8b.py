@@ -98,13 +98,13 @@ def matmul_tflops(m: int, k: int, n: int, device: str) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--tiny", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="directory for profile_8b.json")
+    ap.add_argument("--rows", default="12,64", help="forward batch sizes (rows) to time")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile measurement")
+    ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, not the speed")
     ap.add_argument("--prompt", type=int, default=200)
     ap.add_argument("--gen", type=int, default=256)
-    ap.add_argument("--rows", default="12,64", help="forward batch sizes (rows) to time")
-    ap.add_argument("--skip-compile", action="store_true")
     args = ap.parse_args()
     device = "cpu" if args.tiny else "cuda"
     shape = TINY if args.tiny else LLADA_8B

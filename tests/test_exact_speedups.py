@@ -209,18 +209,27 @@ def test_dream_sampler_draws_the_same_tokens_as_before(alg):
 
 # 4. peft's input casts: skipped only where autocast undoes them ------------------------------------------------
 
-def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer):
+def bf16_policy_with_adapters(tokenizer, dropout: float, seed: int, checkpointing: bool = False):
+    """A bf16 tiny LLaDA with fp32 LoRA adapters made non-zero, and the list of dtypes `lora_A` receives."""
     policy = make_tiny_policy(tokenizer)
     policy.model.to(torch.bfloat16)
-    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.05))  # fp32 adapter weights
+    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=dropout))  # fp32 adapter weights
+    if checkpointing:
+        with pytest.warns(FutureWarning):
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with torch.no_grad():
         for n, p in policy.model.named_parameters():
             if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
     seen = []
     for n, m in policy.model.named_modules():
         if n.endswith("lora_A.default"):
             m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    return policy, seen
+
+
+def test_lora_input_casts_are_skipped_only_where_autocast_undoes_them(tokenizer):
+    policy, seen = bf16_policy_with_adapters(tokenizer, dropout=0.05, seed=5)
     ids, mask = prompts_for(policy)
 
     def run(mode: str, autocast: bool, previous: bool = False, grad: bool = False):
@@ -246,21 +255,8 @@ def test_lora_input_casts_skipped_in_the_update_give_the_same_loss_and_gradients
     """The update (grad on, train mode, LoRA dropout 0 as `disable_dropout` leaves it, bf16 autocast): without
     peft's fp32 input casts, the same logits and the same adapter gradients, bit for bit (the casts' backward
     was exact), with and without gradient checkpointing (whose recompute runs outside the skip and casts)."""
-    policy = make_tiny_policy(tokenizer)
-    policy.model.to(torch.bfloat16)
-    policy.model = add_lora(policy.model, LoraSettings(r=4, alpha=8, dropout=0.0))
-    if checkpointing:
-        with pytest.warns(FutureWarning):
-            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy, seen = bf16_policy_with_adapters(tokenizer, dropout=0.0, seed=6, checkpointing=checkpointing)
     policy.model.train()
-    with torch.no_grad():
-        for n, p in policy.model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(6)) * 0.1)
-    seen = []
-    for n, m in policy.model.named_modules():
-        if n.endswith("lora_A.default"):
-            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
     ids, mask = prompts_for(policy)
     target = torch.randint(10, 100, (ids.shape[0], ids.shape[1] - 4), generator=torch.Generator().manual_seed(7))
 
