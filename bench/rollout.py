@@ -13,6 +13,12 @@ never confident, so this is a lower bound on what a trained model sees, and thre
 `--lora-r 128 --autocast` measures the trainer's rollout path: LoRA adapters (alpha 64, dropout 0.05, eval
 mode) on every projection and bf16 autocast, as `rl-dlm train` with `bf16: true` runs its rollouts.
 
+A mode with `+graphs` (`dual+graphs`, `none+graphs`) runs the same sampler with its forwards replayed from CUDA
+graphs, as `rl-dlm train` does with `cuda_graphs: true` (rl_dlm/models/cuda_graphs.py): after one untimed
+rollout that captures every window, and with the fraction of tokens equal to the eager mode's (1.0 expected).
+Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
+rate measured at start-up.
+
 `--compare-old` also times every mode on the implementation before the exact speed-ups (bench/previous_paths.py:
 full-canvas logits, textbook RoPE / RMSNorm, the previous semi-AR step loop) and records, per mode, its tokens/s,
 the speed-up of the current code over it and the fraction of tokens both draw alike (1.0 expected; bf16
@@ -34,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.previous_paths import FullLogitsPolicy, previous_paths, previous_semi_ar_sample  # noqa: E402
+from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
@@ -73,12 +80,26 @@ def sample_fn(sampler, previous: bool):
     return lambda policy, *args: sampler.sample(FullLogitsPolicy(policy), *args)
 
 
-def timed(sampler, policy, prompts, mask, seeds, device, previous: bool = False):
+@contextlib.contextmanager
+def graphs(policy, on: bool):
+    """Inside `Policy.inference()` with `cuda_graphs` on (the trainer's rollouts), or eager as before."""
+    if not on:
+        yield
+        return
+    policy.cuda_graphs = True
+    try:
+        with policy.inference():
+            yield
+    finally:
+        policy.cuda_graphs = False
+
+
+def timed(sampler, policy, prompts, mask, seeds, device, previous: bool = False, graphed: bool = False):
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    with previous_paths() if previous else contextlib.nullcontext():
+    with previous_paths() if previous else contextlib.nullcontext(), graphs(policy, graphed):
         rollout = sample_fn(sampler, previous)(policy, prompts, mask, seeds)
     sync(device)
     seconds = time.perf_counter() - start
@@ -106,13 +127,14 @@ class CountingPolicy:
         return self.policy.logits(*args, **kwargs)
 
 
-def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, previous: bool = False):
+def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, previous: bool = False,
+                  graphed: bool = False):
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        with previous_paths() if previous else contextlib.nullcontext():
+        with previous_paths() if previous else contextlib.nullcontext(), graphs(policy, graphed):
             sample_fn(sampler, previous)(CountingPolicy(policy, limit), prompts, mask, seeds)
     except _Budget:
         pass
@@ -122,8 +144,27 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
     return seconds, peak
 
 
+def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: int, n_body: int, n_head: int) -> float:
+    """FLOPs of one rollout, counted as bench/stage_meter.py does (2·N per token forwarded, the LM head on the
+    block only): an exact step forwards the whole canvas, a cached refresh too, a cached window step its window."""
+    mode = mode.removesuffix("+graphs")
+    cache, _, every = mode.partition("_r")
+    total, num_blocks = prompt + gen, gen // block
+    per_block = steps // num_blocks
+    flops = 0.0
+    for b in range(num_blocks):
+        lo = prompt + b * block
+        for s in range(per_block):
+            refresh = cache == "none" or s % (int(every) if every else per_block) == 0
+            tokens = total if refresh else (total - lo if cache == "prefix" else block)
+            flops += 2 * n_body * n * tokens + 2 * n_head * n * block
+    return flops
+
+
 def make_sampler(mode: str, **common):
-    """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block."""
+    """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block;
+    "<mode>+graphs" is the same sampler with its forwards replayed from CUDA graphs (`Policy.cuda_graphs`)."""
+    mode = mode.removesuffix("+graphs")
     if mode == "none":
         return SemiARSampler(**common)
     cache, _, every = mode.partition("_r")
@@ -167,6 +208,10 @@ def main():
     modes = args.modes.split(",")
     samplers = {m: make_sampler(m, **common) for m in modes}
 
+    matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
+    cfg = policy.model.get_base_model().config if hasattr(policy.model, "get_base_model") else policy.model.config
+    n_head = cfg.d_model * cfg.embedding_size
+    n_body = cfg.n_layers * (4 * cfg.d_model ** 2 + 3 * cfg.d_model * cfg.mlp_hidden_size)
     # Warm-up: one short rollout per mode (kernel selection, allocator), not timed.
     for m in modes:
         timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
@@ -174,23 +219,29 @@ def main():
 
     def run(m: str, previous: bool = False) -> tuple[dict, torch.Tensor | None]:
         """One timed rollout of mode m → (metrics, completion ids; None when only the first steps were timed)."""
-        if m == "none" and 0 < args.exact_steps < args.steps:
+        graphed = m.endswith("+graphs")
+        flops = rollout_flops(m, args.n, args.prompt, args.gen, args.steps, args.block, n_body, n_head)
+        if m.removesuffix("+graphs") == "none" and 0 < args.exact_steps < args.steps:
             seconds, peak = timed_partial(samplers[m], policy, prompts, mask, seeds, device, args.exact_steps,
-                                          previous)
+                                          previous, graphed)
             seconds *= args.steps / args.exact_steps
             return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
+                    "fraction_of_matmul": round(flops / seconds / 1e12 / matmul, 3),
                     "peak_memory_gib": round(peak, 2), "forwards": args.steps,
                     "timed_steps": args.exact_steps}, None
-        rollout, seconds, peak = timed(samplers[m], policy, prompts, mask, seeds, device, previous)
+        rollout, seconds, peak = timed(samplers[m], policy, prompts, mask, seeds, device, previous, graphed)
         return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
+                "fraction_of_matmul": round(flops / seconds / 1e12 / matmul, 3),
                 "peak_memory_gib": round(peak, 2), "forwards": rollout.extras.get("forwards", args.steps)}, \
             rollout.completion_ids
 
     results, ids = {}, {}
     for m in modes:
+        if m.endswith("+graphs"):
+            run(m)  # warm-up that captures every window's graph (the short warm-up above has other shapes)
         results[m], ids[m] = run(m)
         print(m, results[m], flush=True)
-        if args.compare_old:
+        if args.compare_old and not m.endswith("+graphs"):
             old, old_ids = run(m, previous=True)
             results[m]["previous"] = old
             results[m]["speedup_vs_previous"] = round(results[m]["generated_tokens_per_s"]
@@ -218,7 +269,9 @@ def main():
         units={"seconds": "s", "generated_tokens_per_s": "generated tokens / s",
                "speedup_vs_previous": "current tokens/s over the pre-speed-up code's (--compare-old)",
                "token_agreement_with_previous": "fraction of completion tokens equal to the pre-speed-up code's",
-               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls"},
+               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls",
+               "fraction_of_matmul": "achieved FLOP rate (rollout_flops) / the 8192³ bf16 matmul rate"},
+        matmul_tflops=round(matmul, 1),
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
                "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
         workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast,

@@ -7,6 +7,9 @@ rollout), so each (shape, window, mode) is captured once and replayed. The graph
 the recorded memory: the weights are read where they live, so optimizer steps (in place) are seen, and the
 logits are bit-identical to the eager forward's (bench/profile_8b.py checks it on the GPU, `graph_equal`).
 
+The block-cached sampler's refreshes and window steps replay too: its KV cache is kept across rollouts
+(`GraphedForward.state`) and a refresh refills the same buffers, which the window graphs read and write.
+
 Where it applies (`GraphedForward.usable`): a CUDA device, no gradient, the model in eval mode, no attention
 mask (a left-padded batch needs a host-side check per forward, which a capture cannot hold), and weights that
 stay in place (not ZeRO-3 partitions, which DeepSpeed gathers per call). Everything else runs eagerly, as does a
@@ -14,12 +17,14 @@ key whose capture failed (said once). Written here because nothing we depend on 
 "reduce-overhead" mode also captures graphs, but recompiles the whole 8B forward per window and shape (minutes
 per key) and changes kernels (so not bit-identical); transformers' static caches are for causal decoding.
 
-Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]); `reset()`
-frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new model) must call
+Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]) and, for the
+block cache, one set of K/V buffers per canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at
+LLaDA-8B, 12 rows × 456 tokens, bf16); `reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new model) must call
 `reset()`; `Policy` does it when its model is replaced.
 
     graphs = GraphedForward()
     logits = graphs(key, forward, input_ids)   # forward(input_ids) → logits; captured on the first call per key
+    cache = graphs.state(("kv", n, t), BlockKVCache)   # what the graphs read and write, kept across rollouts
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from torch import Tensor, nn
 class GraphedForward:
     def __init__(self, warmup: int = 1):
         self.warmup = warmup
-        self.graphs: dict[Hashable, tuple | None] = {}  # key → (graph, static input, static output), None: eager
+        self.graphs: dict[Hashable, tuple | None] = {}  # key → (graph, static inputs, static output), None: eager
+        self.states: dict[Hashable, object] = {}
         self.pool = None
 
     @staticmethod
@@ -45,35 +51,46 @@ class GraphedForward:
 
     def reset(self):
         self.graphs.clear()
+        self.states.clear()
         self.pool = None
 
-    def __call__(self, key: Hashable, forward: Callable[[Tensor], Tensor], input_ids: Tensor) -> Tensor:
-        key = (key, tuple(input_ids.shape), input_ids.dtype, input_ids.device, torch.is_autocast_enabled("cuda"),
+    def state(self, key: Hashable, make: Callable[[], object]) -> object:
+        """An object that must outlive one rollout for the graphs to stay valid (a KV cache whose buffers the
+        captured kernels read and write), made once per key; dropped by `reset()`."""
+        if key not in self.states:
+            self.states[key] = make()
+        return self.states[key]
+
+    def __call__(self, key: Hashable, forward: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
+        """forward(*inputs) → logits, replayed from the graph of `key` (captured on its first call); inputs are
+        copied into the graph's static buffers, so only their shapes are part of the key."""
+        key = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs), torch.is_autocast_enabled("cuda"),
                torch.get_autocast_dtype("cuda"))
         if key not in self.graphs:
-            self.graphs[key] = self._capture(key, forward, input_ids)
+            self.graphs[key] = self._capture(key, forward, inputs)
         entry = self.graphs[key]
         if entry is None:
-            return forward(input_ids)
+            return forward(*inputs)
         graph, static_in, static_out = entry
-        static_in.copy_(input_ids)
+        for buffer, t in zip(static_in, inputs):
+            buffer.copy_(t)
         graph.replay()
         return static_out.clone()  # the next replay overwrites static_out; callers may keep what they got
 
-    def _capture(self, key, forward, input_ids: Tensor):
-        static_in = input_ids.clone()
+    def _capture(self, key, forward, inputs: tuple[Tensor, ...]):
+        static_in = tuple(t.clone() for t in inputs)
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces) stays out of the graph
-                for _ in range(self.warmup):
-                    forward(static_in)
+            with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces, cache buffers) stays
+                for _ in range(self.warmup):  # out of the graph
+                    forward(*static_in)
             torch.cuda.current_stream().wait_stream(side)
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                static_out = forward(static_in)
+                static_out = forward(*static_in)
         except RuntimeError as exc:  # e.g. an operation that synchronises with the host inside the forward
             torch.cuda.synchronize()
             warnings.warn(f"CUDA graph capture failed for {key}; this forward runs eagerly: {exc}", stacklevel=3)

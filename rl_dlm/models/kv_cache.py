@@ -27,12 +27,18 @@ Reference code
     - shifted families (Dream): the window starts one position early, so the first block position's logit comes
       from the token before it, as in the uncached forward (Fast-dLLM commits that token at the refresh).
 
+A refresh refills the buffers the first one made (same canvas shape), so a cache kept across rollouts keeps its
+memory, which CUDA-graph replay needs (rl_dlm/models/cuda_graphs.py; `block_logits` goes through
+`Policy.graphed`).
+
     cache = BlockKVCache()
     logits = block_logits(policy, x, key_mask, positions, cache, lo, hi, end=hi, refresh=True)   # [N, hi-lo, V]
 """
 from __future__ import annotations
 
 from torch import Tensor
+
+from rl_dlm.models.policy import lora_input_casts_skipped_if_redundant
 
 
 class BlockKVCache:
@@ -46,8 +52,12 @@ class BlockKVCache:
     def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Called by each attention layer with the K/V of its input positions; returns the K/V to attend to."""
         if self.window is None:  # refresh: the input is the whole canvas
-            self.keys[layer_idx], self.values[layer_idx] = k, v
-            return k, v
+            if layer_idx in self.keys and self.keys[layer_idx].shape == k.shape:  # refill the same buffers, which
+                self.keys[layer_idx].copy_(k)  # graphs captured for this canvas read and write
+                self.values[layer_idx].copy_(v)
+            else:
+                self.keys[layer_idx], self.values[layer_idx] = k, v
+            return self.keys[layer_idx], self.values[layer_idx]
         lo, hi = self.window
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys[:, :, lo:hi] = k
@@ -76,16 +86,19 @@ def block_logits(policy, x: Tensor, key_mask: Tensor | None, positions: Tensor, 
     if lo - shift < 0:
         raise ValueError("a shifted family needs at least one token before the first block")
     if refresh:
-        cache.window = None
-        cache.keys.clear()
-        cache.values.clear()
-        ids, pos, keep = x, positions, slice(lo - shift, hi - shift)
+        window, ids, pos, keep = None, x, positions, slice(lo - shift, hi - shift)
     else:
         start = lo - shift
-        cache.window = (start, end)
-        ids, pos, keep = x[:, start:end], positions[:, start:end], slice(0, hi - lo)
-    try:
-        return policy.model(input_ids=ids, attention_mask=key_mask, position_ids=pos, kv_cache=cache,
-                            logits_to_keep=keep).logits
-    finally:
-        cache.window = None
+        window, ids, pos, keep = (start, end), x[:, start:end], positions[:, start:end], slice(0, hi - lo)
+
+    def forward(ids: Tensor, pos: Tensor) -> Tensor:
+        cache.window = window
+        try:
+            with lora_input_casts_skipped_if_redundant(policy.model, ids.device.type):
+                return policy.model(input_ids=ids, attention_mask=key_mask, position_ids=pos, kv_cache=cache,
+                                    logits_to_keep=keep).logits
+        finally:
+            cache.window = None
+
+    return policy.graphed(("block_kv", window, keep.start, keep.stop, id(cache)), forward, ids, pos,
+                          attention_mask=key_mask)

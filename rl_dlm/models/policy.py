@@ -111,12 +111,7 @@ class Policy:
                     return self.model(input_ids=ids, logits_to_keep=slice(lo, stop), **kwargs).logits
                 return self.model(input_ids=ids, **kwargs).logits[:, lo:stop]
 
-        mask = kwargs.get("attention_mask")
-        if self.cuda_graphs and self._sampling and self.graphs.usable(self.model, input_ids, mask):
-            mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference))  # which code path runs
-            raw = self.graphs((lo, stop, mode), forward, input_ids)
-        else:
-            raw = forward(input_ids)
+        raw = self.graphed(("logits", lo, stop), forward, input_ids, attention_mask=kwargs.get("attention_mask"))
         if not shift:
             return raw
         off = start - lo  # 1, or 0 when keep starts at position 0 (whose own logit stands in for its left one)
@@ -125,6 +120,23 @@ class Policy:
             first = (kwargs["position_ids"][:, start:stop] == 0)[..., None]
             logits = torch.where(first, raw[:, off:], logits)
         return logits
+
+    def uses_graphs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> bool:
+        """Whether a forward of input_ids replays from CUDA graphs: `cuda_graphs` on, inside `inference()`, and
+        where graphs apply (rl_dlm/models/cuda_graphs.py)."""
+        return bool(self.cuda_graphs and self._sampling and self.graphs.usable(self.model, input_ids, attention_mask))
+
+    def graphed(self, key, forward, *inputs: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """forward(*inputs), replayed from a CUDA graph where `uses_graphs`; the key adds which code path runs
+        (adapters on or off, merged or not)."""
+        if not self.uses_graphs(inputs[0], attention_mask):
+            return forward(*inputs)
+        mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference))
+        return self.graphs((key, mode), forward, *inputs)
+
+    def graph_state(self, key, make, input_ids: Tensor):
+        """make(), kept across rollouts while forwards of input_ids replay from graphs (which read and write it)."""
+        return self.graphs.state(key, make) if self.uses_graphs(input_ids) else make()
 
     merge_lora_for_inference = False  # see `inference()`; the trainers set it from their config
 

@@ -110,7 +110,8 @@ class CachedSemiARSampler:
         unmask_step, gens = canvas.unmask_step, canvas.gens
         positions = canvas_positions(key_mask)
         model_mask = None if bool(key_mask.all()) else key_mask  # checked once, not at every forward
-        cache = BlockKVCache() if self.cache != "none" else None
+        # kept across rollouts where the steps replay from CUDA graphs, which read and write its buffers
+        cache = policy.graph_state(("block_kv_cache", n, total), BlockKVCache, x) if self.cache != "none" else None
         num_blocks = self.gen_length // self.block_length
         steps_per_block = self.steps // num_blocks
         forwards, stopped_at = 0, None

@@ -20,12 +20,12 @@ from tests.conftest import make_tiny_policy
 class Replay:
     def __init__(self, forward, static_in):
         self.forward, self.static_in = forward, static_in
-        self.static_out = forward(static_in)
+        self.static_out = forward(*static_in)
         self.replays = 0
 
     def replay(self):
         self.replays += 1
-        self.static_out.copy_(self.forward(self.static_in))
+        self.static_out.copy_(self.forward(*self.static_in))
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def cpu_graphs(monkeypatch):
     """GraphedForward on CPU: usable wherever it would be on a GPU, captures recorded by `Replay`."""
     captured = []
 
-    def capture(self, key, forward, input_ids):
-        graph = Replay(forward, input_ids.clone())
+    def capture(self, key, forward, inputs):
+        graph = Replay(forward, tuple(t.clone() for t in inputs))
         captured.append((key, graph))
         return graph, graph.static_in, graph.static_out
 
@@ -92,7 +92,7 @@ def test_a_rollout_replays_one_graph_per_block_with_the_eager_tokens(tokenizer, 
     assert torch.equal(graphed.completion_ids, eager.completion_ids) and torch.equal(again.completion_ids,
                                                                                      eager.completion_ids)
     assert torch.equal(graphed.unmask_step, eager.unmask_step)
-    assert [key[0][:2] for key, _ in cpu_graphs] == [(6, 14), (14, 22)]  # one capture per block window
+    assert [key[0][0] for key, _ in cpu_graphs] == [("logits", 6, 14), ("logits", 14, 22)]  # one per block
     assert [g.replays for _, g in cpu_graphs] == [8, 8]  # 4 steps per block, 2 rollouts
 
 
@@ -137,3 +137,29 @@ def test_a_failed_capture_runs_eagerly_and_is_not_retried(tokenizer, monkeypatch
             again = policy.logits(ids, keep=slice(4, 8))
     assert torch.equal(got, expect) and torch.equal(again, expect)
     assert len(attempts) == 1 and list(policy.graphs.graphs.values()) == [None]
+
+
+@pytest.mark.parametrize("refresh_every", [None, 2])
+def test_dual_cache_steps_replay_against_cache_buffers_kept_across_rollouts(tokenizer, cpu_graphs, refresh_every):
+    """The block-cached sampler: refreshes and window steps replay (one graph per block each), refreshes refill
+    the same K/V buffers, which a second rollout reuses with no new capture, and the tokens are the eager ones."""
+    from rl_dlm.sampling.cached import CachedSemiARSampler
+
+    policy = lora_policy(tokenizer)
+    prompts = torch.randint(10, 100, (2, 6), generator=torch.Generator().manual_seed(8))
+    mask, seeds = torch.ones_like(prompts, dtype=torch.bool), torch.tensor([3, 4])
+    sampler = CachedSemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9, cache="dual",
+                                  refresh_every=refresh_every, early_stop=False)
+    eager = sampler.sample(policy, prompts, mask, seeds)
+    with policy.inference():
+        graphed = sampler.sample(policy, prompts, mask, seeds)
+        (cache,) = policy.graphs.states.values()
+        buffers = [t.data_ptr() for t in cache.keys.values()]
+        captures = len(cpu_graphs)
+        again = sampler.sample(policy, prompts, mask, seeds)
+    assert torch.equal(graphed.completion_ids, eager.completion_ids)
+    assert torch.equal(again.completion_ids, eager.completion_ids)
+    assert [t.data_ptr() for t in cache.keys.values()] == buffers and len(cpu_graphs) == captures
+    kinds = sorted(str(key[0][0][1]) for key, _ in cpu_graphs)  # the window: None for a refresh
+    assert kinds == ["(14, 22)", "(6, 14)", "None", "None"]
+    assert sum(g.replays for _, g in cpu_graphs) == 2 * 8  # every step of both rollouts replayed
