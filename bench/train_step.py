@@ -13,6 +13,10 @@ memory.
     python bench/train_step.py --tiny --out /tmp/bench   # CPU smoke test of the script itself
     python bench/train_step.py --compare-old --out $OUT  # also the code before the exact speed-ups
 
+Dropout is disabled as `rl-dlm train` does by default (`disable_dropout: true`). `fraction_of_matmul` is the
+update's FLOP rate (6·N_body per token with checkpointing, 4·N_body without, + the LM head on the completion)
+over the 8192³ bf16 matmul rate measured at start-up; `--no-checkpointing` times the update without it.
+
 `--autocast` runs stage 4 and the update under bf16 autocast, as `rl-dlm train` with `bf16: true` does (without
 it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the recorded results).
 
@@ -37,10 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.previous_paths import FullLogitsPolicy, previous_paths  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
+from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.components import Rollout  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
 from rl_dlm.likelihood.one_step import OneStepEstimator  # noqa: E402
-from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
+from rl_dlm.models.policy import LoraSettings, add_lora, disable_dropout  # noqa: E402
 from rl_dlm.objectives import ClippedTokenObjective  # noqa: E402
 
 
@@ -54,6 +59,8 @@ def main():
     ap.add_argument("--lora-r", type=int, default=128)
     ap.add_argument("--updates", type=int, default=3, help="timed updates after one warm-up update")
     ap.add_argument("--autocast", action="store_true", help="bf16 autocast, as the trainer runs with bf16: true")
+    ap.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                    help="gradient checkpointing (non-reentrant), as the 8B recipes run")
     ap.add_argument("--compare-old", action="store_true",
                     help="also time each update on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
@@ -62,8 +69,19 @@ def main():
     policy = build_policy(shape, device)
     base_params = sum(p.numel() for p in policy.model.parameters())
     policy.model = add_lora(policy.model, LoraSettings(r=args.lora_r, alpha=64, dropout=0.05))
-    policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    disable_dropout(policy.model)  # as `rl-dlm train` does (disable_dropout: true, TRL's default for GRPO)
+    if args.checkpointing:
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy.model.train()
+    matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
+    cfg = policy.model.get_base_model().config
+    n_head = cfg.d_model * cfg.embedding_size
+    n_body = cfg.n_layers * (4 * cfg.d_model ** 2 + 3 * cfg.d_model * cfg.mlp_hidden_size)
+    tokens = args.group * (args.prompt + args.completion)
+    # bench/stage_meter.py's count: forward, input-gradient backward and (with checkpointing) the recomputed
+    # forward of the body, 2·N each per token; the LM head's forward and input gradient on the completion
+    update_flops = ((6 if args.checkpointing else 4) * n_body * tokens
+                    + 4 * n_head * args.group * args.completion)
     params = policy.trainable_parameters()
     lora_params = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(params, lr=3e-6, betas=(0.9, 0.99), weight_decay=0.1)
@@ -131,7 +149,9 @@ def main():
                 runs[previous].append(result)
 
     def summary(rows):
-        return {"seconds_per_update": round(statistics.median(r[1] for r in rows), 3),
+        seconds = statistics.median(r[1] for r in rows)
+        return {"seconds_per_update": round(seconds, 3),
+                "fraction_of_matmul": round(update_flops / seconds / 1e12 / matmul, 3),
                 "updates_s": [round(r[1], 3) for r in rows],
                 "stage4_old_and_ref_logp_s": round(statistics.median(r[0] for r in rows), 3),
                 "peak_memory_gib": round(max(r[2] for r in rows), 2)}
@@ -151,10 +171,13 @@ def main():
         Path(args.out) / "train_step.json", "train_step", metrics,
         units={"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
                "max_abs_logp_difference_vs_previous": "nats (stage-4 log-probs, current vs previous code)",
-               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)"},
+               "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)",
+               "fraction_of_matmul": "update FLOPs (6·N_body·tokens with checkpointing, else 4·N_body·tokens, + "
+                                     "4·N_head·completion tokens) per second / the 8192³ bf16 matmul rate"},
+        matmul_tflops=round(matmul, 1),
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "base_params": base_params,
                "lora_params": lora_params, "dtype": "bfloat16" if device == "cuda" else "float32",
-               "weights": "random", "gradient_checkpointing": True},
+               "weights": "random", "gradient_checkpointing": args.checkpointing},
         workload={"bf16_autocast": args.autocast,
                   "group_size": n, "prompt_length": args.prompt, "completion_length": args.completion,
                   "lora_r": args.lora_r, "lora_alpha": 64, "estimator": "one_step(p_mask_prompt=0.15)",
