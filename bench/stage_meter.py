@@ -83,6 +83,7 @@ class StageMeter:
         self.tracker.count = self._wrap_count(self.tracker.count)
         trainer.components.refiners = [_TimedRefiner(r, self.tracker) for r in trainer.components.refiners]
         self._hooks = [emb.register_forward_pre_hook(self._on_forward)]
+        self.policy.graphs = _CountedGraphs(self.policy.graphs, self)
         if head is not None:
             self._hooks.append(head.register_forward_pre_hook(self._on_head))
 
@@ -195,6 +196,8 @@ class StageMeter:
     def close(self):
         for hook in self._hooks:
             hook.remove()
+        if isinstance(self.policy.graphs, _CountedGraphs):
+            self.policy.graphs = self.policy.graphs.graphs
 
 
 def _first_adapter_layer(model):
@@ -215,6 +218,36 @@ class _TimedRefiner:
     def __call__(self, *args, **kwargs):
         with self.tracker.stage("refine"):
             return self.refiner(*args, **kwargs)
+
+
+COUNTED = ("flops", "forwards", "rows_forwarded", "tokens_forwarded", "head_positions_used",
+           "head_positions_computed")
+
+
+class _CountedGraphs:
+    """The policy's CUDA graphs (rl_dlm/models/cuda_graphs.py), counted: a replay runs no Python, so no hook
+    sees it; it is charged what the hooks counted per forward when its graph was captured (a capture call runs
+    the warm-up forward and the replay: the hooks count the warm-up and the capture pass, the same work)."""
+
+    def __init__(self, graphs, meter: StageMeter):
+        self.graphs, self.meter = graphs, meter
+        self.per_forward: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self.graphs, name)
+
+    def __call__(self, key, forward, *inputs):
+        shape_key = (key, tuple(tuple(t.shape) for t in inputs))
+        counts = self.meter.current[self.meter._stage_name()]
+        before = {k: counts[k] for k in COUNTED}
+        out = self.graphs(key, forward, *inputs)
+        delta = {k: counts[k] - before[k] for k in COUNTED}
+        if delta["forwards"]:  # eager, or captured now: the hooks ran
+            self.per_forward[shape_key] = {k: v / delta["forwards"] for k, v in delta.items()}
+        elif shape_key in self.per_forward:  # replayed
+            for k, v in self.per_forward[shape_key].items():
+                counts[k] += v
+        return out
 
 
 def matmul_tflops(device: torch.device, size: int = 8192, dtype=torch.bfloat16, warmup: int = 3,

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.models.test_cuda_graphs import cpu_graphs  # noqa: F401 (a fixture)
 import torch
 
 from tests.conftest import ROOT
@@ -85,8 +87,14 @@ def _flops(params: dict, rows: int, tokens: int, used: int, grad: bool, checkpoi
     return 2 * (body + head) + 2.0 * params["trainable_body"] * rows * tokens + (body if checkpointing else 0.0)
 
 
-def test_flop_count_matches_a_hand_count(tmp_path):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_flop_count_matches_a_hand_count(tmp_path, request, graphs):
+    """Also with the rollouts replayed from CUDA graphs (a CPU stand-in, tests/models/test_cuda_graphs.py),
+    where no hook sees a replay: the meter charges each replay its capture's counts."""
     from bench.rl_step import main
+
+    if graphs:
+        captured = request.getfixturevalue("cpu_graphs")
 
     out = tmp_path / "run"
     main(["--tiny", "--algos", "diffu_grpo", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
@@ -104,6 +112,8 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     batch = worker["batches"][1]["stages"]
     steps = s["diffusion_steps"]
     assert batch["rollout"]["forwards"] == steps and batch["rollout"]["tokens_forwarded"] == steps * rows * total
+    if graphs:
+        assert captured and sum(g.replays for _, g in captured) > steps  # both rollout batches replayed
     assert batch["rollout"]["flops"] == pytest.approx(_flops(p, rows * steps, total, s["block_length"], False, True))
     # stage 4: old and reference log-probs (LoRA off for the reference) for each of the μ plans
     ref = 2.0 * p["body"] * rows * total + 2.0 * p["head"] * rows * length
