@@ -176,10 +176,12 @@ def test_every_algorithm_has_an_8b_recipe_of_its_trainer():
         cfg = compose_config([f"recipe={recipe}"])
         args, _, _ = trainer_args(cfg)
         assert cfg.algo_name == algo, recipe
-        assert args.bf16 and args.gradient_checkpointing and args.lora_r == 128, recipe
-        assert SHAPES[shape].family == ("dream" if algo == "coupled_grpo" else "llada")
         text = (ROOT / "recipes" / f"{recipe}.yaml").read_text()
         header = [line for line in text.splitlines() if line.startswith("#")]
+        assert args.bf16 and args.lora_r == 128, recipe
+        # checkpointing, or a header that says what the recipe does instead and what it costs in memory
+        assert args.gradient_checkpointing or "without gradient checkpointing" in " ".join(header), recipe
+        assert SHAPES[shape].family == ("dream" if algo == "coupled_grpo" else "llada")
         assert any(f"rl-dlm train recipe={recipe}" in line for line in header), f"{recipe}: no launch command"
 
 
