@@ -237,7 +237,7 @@ class _CountedGraphs:
         return getattr(self.graphs, name)
 
     def __call__(self, key, forward, *inputs):
-        shape_key = (key, tuple(tuple(t.shape) for t in inputs))
+        shape_key = (key, tuple(None if t is None else tuple(t.shape) for t in inputs))
         counts = self.meter.current[self.meter._stage_name()]
         before = {k: counts[k] for k in COUNTED}
         out = self.graphs(key, forward, *inputs)

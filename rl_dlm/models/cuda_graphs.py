@@ -10,10 +10,12 @@ logits are bit-identical to the eager forward's (bench/profile_8b.py checks it o
 The block-cached sampler's refreshes and window steps replay too: its KV cache is kept across rollouts
 (`GraphedForward.state`) and a refresh refills the same buffers, which the window graphs read and write.
 
-Where it applies (`GraphedForward.usable`): a CUDA device, no gradient, the model in eval mode, no attention
-mask (a left-padded batch needs a host-side check per forward, which a capture cannot hold), and weights that
-stay in place (not ZeRO-3 partitions, which DeepSpeed gathers per call). Everything else runs eagerly, as does a
-key whose capture failed (said once). Written here because nothing we depend on fits: `torch.compile`'s
+Where it applies (`GraphedForward.usable`): a CUDA device, no gradient, the model in eval mode, and weights that
+stay in place (not ZeRO-3 partitions, which DeepSpeed gathers per call). Left-padded batches too: `Policy.logits`
+checks for padding on the host once and hands the native models a 4-D key mask they take without a check
+(rl_dlm/models/key_mask.py), and the mask and position ids are graph inputs like the token ids, so a capture
+holds no host synchronisation. Everything else runs eagerly, as does a key whose capture failed (said once; a
+model of another library that checks its mask on the host is one). Written here because nothing we depend on fits: `torch.compile`'s
 "reduce-overhead" mode also captures graphs, but recompiles the whole 8B forward per window and shape (minutes
 per key) and changes kernels (so not bit-identical); transformers' static caches are for causal decoding.
 
@@ -43,8 +45,8 @@ class GraphedForward:
         self.pool = None
 
     @staticmethod
-    def usable(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> bool:
-        if input_ids.device.type != "cuda" or torch.is_grad_enabled() or model.training or attention_mask is not None:
+    def usable(model: nn.Module, input_ids: Tensor) -> bool:
+        if input_ids.device.type != "cuda" or torch.is_grad_enabled() or model.training:
             return False
         first = next(model.parameters(), None)
         return first is not None and not hasattr(first, "ds_id")  # DeepSpeed-managed weights move between calls
@@ -64,8 +66,8 @@ class GraphedForward:
     def __call__(self, key: Hashable, forward: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
         """forward(*inputs) → logits, replayed from the graph of `key` (captured on its first call); inputs are
         copied into the graph's static buffers, so only their shapes are part of the key."""
-        key = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs), torch.is_autocast_enabled("cuda"),
-               torch.get_autocast_dtype("cuda"))
+        key = (key, tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs),
+               torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
         if key not in self.graphs:
             self.graphs[key] = self._capture(key, forward, inputs)
         entry = self.graphs[key]
@@ -73,12 +75,13 @@ class GraphedForward:
             return forward(*inputs)
         graph, static_in, static_out = entry
         for buffer, t in zip(static_in, inputs):
-            buffer.copy_(t)
+            if t is not None:
+                buffer.copy_(t)
         graph.replay()
         return static_out.clone()  # the next replay overwrites static_out; callers may keep what they got
 
     def _capture(self, key, forward, inputs: tuple[Tensor, ...]):
-        static_in = tuple(t.clone() for t in inputs)
+        static_in = tuple(None if t is None else t.clone() for t in inputs)
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())

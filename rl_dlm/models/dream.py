@@ -42,6 +42,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.llada import apply_rope, kept_positions, query_rope, rope_cos_sin, scale_into_dtype
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
@@ -206,19 +207,6 @@ class DreamPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
 
 
-def key_mask_4d(attention_mask, batch: int, device) -> torch.Tensor | None:
-    """None / "full" / (B, T) 0/1 key mask / (B, 1, Lq, T) bool → an SDPA bool mask or None (all visible).
-    Rows without a single visible key attend everywhere instead of returning NaN."""
-    if attention_mask is None or isinstance(attention_mask, str):
-        return None
-    mask = attention_mask.to(device=device, dtype=torch.bool)
-    if mask.ndim == 2:
-        if bool(mask.all()):  # one host sync; keeps SDPA on its mask-free (flash) kernels
-            return None
-        mask = mask[:, None, None, :]
-    return mask | ~mask.any(dim=-1, keepdim=True)
-
-
 class DreamModel(DreamPreTrainedModel):
     """Dream masked-diffusion LM: `forward(input_ids)` → SHIFTED logits [B, L, vocab] (logits[:, i] → token i+1)."""
 
@@ -262,7 +250,7 @@ class DreamModel(DreamPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(L, device=x.device)
         rope = rope_cos_sin(position_ids.to(x.device), self.config.head_dim, self.config.rope_theta)
-        attn_mask = key_mask_4d(attention_mask, B, x.device)
+        attn_mask = key_mask_4d(attention_mask, x.device)
         hidden_states = []
         keep = kept_positions(logits_to_keep)
         last_keep = None if output_hidden_states else keep  # the last layer runs only the kept queries

@@ -91,14 +91,14 @@ def block_logits(policy, x: Tensor, key_mask: Tensor | None, positions: Tensor, 
         start = lo - shift
         window, ids, pos, keep = (start, end), x[:, start:end], positions[:, start:end], slice(0, hi - lo)
 
-    def forward(ids: Tensor, pos: Tensor) -> Tensor:
+    def forward(ids: Tensor, pos: Tensor, mask: Tensor | None) -> Tensor:
         cache.window = window
         try:
             with lora_input_casts_skipped_if_redundant(policy.model, ids.device.type):
-                return policy.model(input_ids=ids, attention_mask=key_mask, position_ids=pos, kv_cache=cache,
+                return policy.model(input_ids=ids, attention_mask=mask, position_ids=pos, kv_cache=cache,
                                     logits_to_keep=keep).logits
         finally:
             cache.window = None
 
-    return policy.graphed(("block_kv", window, keep.start, keep.stop, id(cache)), forward, ids, pos,
-                          attention_mask=key_mask)
+    mask = None if key_mask is None else key_mask.bool()[:, None, None, :]  # 4-D: no host check per forward
+    return policy.graphed(("block_kv", window, keep.start, keep.stop, id(cache)), forward, ids, pos, mask)

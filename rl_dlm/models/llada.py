@@ -53,6 +53,8 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.key_mask import key_mask_4d
+
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "tiny_llada_config"]
 
 # Official config keys that carry no information for this implementation (or are overridden by loaders).
@@ -348,7 +350,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,  # [B, L]
-        attention_mask: torch.Tensor | None = None,  # [B, T] 0/1, key-only (T = L, or the cache length)
+        attention_mask: torch.Tensor | None = None,  # [B, T] 0/1 or [B, 1, Lq, T] bool, key-only (T = L or cache)
         position_ids: torch.LongTensor | None = None,  # [L] or [B, L]; default 0..L-1
         inputs_embeds: torch.Tensor | None = None,  # [B, L, d] instead of input_ids
         output_hidden_states: bool = False,
@@ -368,12 +370,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 position_ids = torch.arange(L, device=x.device)
             rope = rope_cos_sin(position_ids.to(x.device), cfg.head_dim, cfg.rope_theta)
 
-        attn_mask = None
-        # One host sync per forward: an all-ones mask is dropped so SDPA keeps its fastest (mask-free) kernels.
-        if attention_mask is not None and not bool(attention_mask.all()):
-            keys = attention_mask.to(device=x.device, dtype=torch.bool)
-            keys = keys | ~keys.any(dim=-1, keepdim=True)  # a row without valid keys attends everywhere: no NaN
-            attn_mask = keys[:, None, None, :]  # [B, 1, 1, L], True = attend
+        attn_mask = key_mask_4d(attention_mask, x.device)  # [B, 1, 1, T] or None (rl_dlm/models/key_mask.py)
 
         hidden_states = []
         keep = kept_positions(logits_to_keep)

@@ -91,19 +91,22 @@ class Policy:
         keep: a slice of positions (`slice(lo, hi)`, `slice(p, None)`) → only their logits, [n, |keep|, V]. The
         native models project only those positions through the LM head (a shifted family one more, the one
         before `lo`); any other model computes all logits and slices them. Same values as `logits(...)[:, keep]`."""
-        kwargs = {}
-        if attention_mask is not None and not bool(attention_mask.all()):
-            kwargs["attention_mask"] = attention_mask.long()
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        padded = attention_mask is not None and not bool(attention_mask.all())  # the one host check
+        inputs = [input_ids]
+        if padded:
+            native = getattr(base, "supports_block_cache", False)  # takes a bool [n, 1, 1, T] key mask as it is
+            inputs += [attention_mask.bool()[:, None, None, :] if native else attention_mask.long(),
+                       (attention_mask.long().cumsum(-1) - 1).clamp_min(0)]
         total = input_ids.shape[1]
         start, stop, stride = (keep or slice(None)).indices(total)
         if stride != 1 or stop <= start:
             raise ValueError(f"keep must be a non-empty slice of consecutive positions of {total}, got {keep}")
         shift = 1 if self.family.shift_logits else 0
         lo = max(start - shift, 0)  # first raw position needed: a shifted family scores token i at i - 1
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
-        def forward(ids: Tensor) -> Tensor:
+        def forward(ids: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+            kwargs = {} if mask is None else {"attention_mask": mask, "position_ids": positions}
             with lora_input_casts_skipped_if_redundant(self.model, ids.device.type):
                 if (lo, stop) == (0, total):
                     return self.model(input_ids=ids, **kwargs).logits
@@ -111,25 +114,25 @@ class Policy:
                     return self.model(input_ids=ids, logits_to_keep=slice(lo, stop), **kwargs).logits
                 return self.model(input_ids=ids, **kwargs).logits[:, lo:stop]
 
-        raw = self.graphed(("logits", lo, stop), forward, input_ids, attention_mask=kwargs.get("attention_mask"))
+        raw = self.graphed(("logits", lo, stop), forward, *inputs)
         if not shift:
             return raw
         off = start - lo  # 1, or 0 when keep starts at position 0 (whose own logit stands in for its left one)
         logits = raw[:, :-1] if off else torch.cat([raw[:, :1], raw[:, :-1]], 1)
-        if "position_ids" in kwargs:  # a left-padded row's first token has no left neighbour: its own logit
-            first = (kwargs["position_ids"][:, start:stop] == 0)[..., None]
+        if padded:  # a left-padded row's first token has no left neighbour: its own logit
+            first = (inputs[2][:, start:stop] == 0)[..., None]
             logits = torch.where(first, raw[:, off:], logits)
         return logits
 
-    def uses_graphs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> bool:
+    def uses_graphs(self, input_ids: Tensor) -> bool:
         """Whether a forward of input_ids replays from CUDA graphs: `cuda_graphs` on, inside `inference()`, and
         where graphs apply (rl_dlm/models/cuda_graphs.py)."""
-        return bool(self.cuda_graphs and self._sampling and self.graphs.usable(self.model, input_ids, attention_mask))
+        return bool(self.cuda_graphs and self._sampling and self.graphs.usable(self.model, input_ids))
 
-    def graphed(self, key, forward, *inputs: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """forward(*inputs), replayed from a CUDA graph where `uses_graphs`; the key adds which code path runs
-        (adapters on or off, merged or not)."""
-        if not self.uses_graphs(inputs[0], attention_mask):
+    def graphed(self, key, forward, *inputs: Tensor | None) -> Tensor:
+        """forward(*inputs) (input ids first; a None input is passed as it is), replayed from a CUDA graph where
+        `uses_graphs`; the key adds which code path runs (adapters on or off, merged or not)."""
+        if not self.uses_graphs(inputs[0]):
             return forward(*inputs)
         mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference))
         return self.graphs((key, mode), forward, *inputs)

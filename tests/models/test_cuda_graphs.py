@@ -42,14 +42,14 @@ def cpu_graphs(monkeypatch):
     captured = []
 
     def capture(self, key, forward, inputs):
-        graph = Replay(forward, tuple(t.clone() for t in inputs))
+        graph = Replay(forward, tuple(None if t is None else t.clone() for t in inputs))
         captured.append((key, graph))
         return graph, graph.static_in, graph.static_out
 
     real_usable = GraphedForward.usable
     monkeypatch.setattr(GraphedForward, "_capture", capture)
     monkeypatch.setattr(GraphedForward, "usable",
-                        staticmethod(lambda model, ids, mask: real_usable(model, _CudaLike(ids), mask)))
+                        staticmethod(lambda model, ids: real_usable(model, _CudaLike(ids))))
     return captured
 
 
@@ -72,19 +72,43 @@ def lora_policy(tokenizer):
     return policy
 
 
-def test_usable_only_without_grad_mask_training_or_moving_weights(tokenizer):
+def test_usable_only_without_grad_training_or_moving_weights(tokenizer):
     policy = lora_policy(tokenizer)
     ids = _CudaLike(torch.zeros(1, 4, dtype=torch.long))
     with torch.no_grad():
-        assert GraphedForward.usable(policy.model, ids, None)
-        assert not GraphedForward.usable(policy.model, ids, torch.ones(1, 4))  # padding: a host check per call
-        assert not GraphedForward.usable(policy.model, torch.zeros(1, 4, dtype=torch.long), None)  # CPU
+        assert GraphedForward.usable(policy.model, ids)
+        assert not GraphedForward.usable(policy.model, torch.zeros(1, 4, dtype=torch.long))  # CPU
         policy.model.train()
-        assert not GraphedForward.usable(policy.model, ids, None)  # dropout would replay fixed masks
+        assert not GraphedForward.usable(policy.model, ids)  # dropout would replay fixed masks
         policy.model.eval()
         next(policy.model.parameters()).ds_id = 0  # a DeepSpeed-managed weight
-        assert not GraphedForward.usable(policy.model, ids, None)
-    assert not GraphedForward.usable(policy.model, ids, None)  # grad on
+        assert not GraphedForward.usable(policy.model, ids)
+    assert not GraphedForward.usable(policy.model, ids)  # grad on
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_left_padded_rollout_replays_with_the_mask_as_a_graph_input(tokenizer, cpu_graphs, cached):
+    """Padding is found once on the host; the 4-D key mask and position ids are copied into the graph like the
+    token ids, so two batches padded differently share a graph and each gets its own (eager) tokens."""
+    from rl_dlm.sampling.cached import CachedSemiARSampler
+
+    policy = lora_policy(tokenizer)
+    kw = dict(gen_length=16, block_length=8, steps=8, temperature=0.9)
+    sampler = CachedSemiARSampler(**kw, cache="dual", early_stop=False) if cached else SemiARSampler(**kw)
+    seeds = torch.tensor([3, 4])
+    batches = []
+    for pad in (2, 4):  # row 1 left-padded by `pad`
+        prompts = torch.randint(10, 100, (2, 6), generator=torch.Generator().manual_seed(pad))
+        prompts[1, :pad] = policy.pad_id
+        batches.append((prompts, prompts != policy.pad_id))
+    eager = [sampler.sample(policy, p, m, seeds).completion_ids for p, m in batches]
+    with policy.inference():
+        graphed = [sampler.sample(policy, p, m, seeds).completion_ids for p, m in batches]
+    assert all(torch.equal(g, e) for g, e in zip(graphed, eager))
+    assert not torch.equal(eager[0], eager[1])
+    assert len(cpu_graphs) == (4 if cached else 2)  # captured once, for the first batch
+    assert all(any(t is not None and t.dtype == torch.bool and t.ndim == 4 for t in g.static_in)
+               for _, g in cpu_graphs)
 
 
 def test_a_rollout_replays_one_graph_per_block_with_the_eager_tokens(tokenizer, cpu_graphs):
@@ -133,7 +157,7 @@ def test_a_failed_capture_runs_eagerly_and_is_not_retried(tokenizer, monkeypatch
         attempts.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(GraphedForward, "usable", staticmethod(lambda model, ids, mask: True))
+    monkeypatch.setattr(GraphedForward, "usable", staticmethod(lambda model, ids: True))
     monkeypatch.setattr(torch.cuda, "Stream", stream_fails)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
