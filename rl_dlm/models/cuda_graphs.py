@@ -3,7 +3,8 @@
 Why: at batch size 1 a LLaDA-8B denoising step is launch-bound. Its ~2 000 kernels (peft's LoRA adds four per
 adapted projection) take ~29 ms to launch for ~9 ms of GPU work (bench/RESULTS.md). A sampler forwards the same
 canvas shape with the same kept window many times (every step of a semi-AR block, every block of every later
-rollout), so each (shape, window, mode) is captured once and replayed. The graph re-runs the recorded kernels on
+rollout), so each (shape, window, mode) runs eagerly once, is captured at its second call and replayed from then
+on; a shape seen once (a padded length that never recurs) costs nothing. The graph re-runs the recorded kernels on
 the recorded memory: the weights are read where they live, so optimizer steps (in place) are seen, and the
 logits are bit-identical to the eager forward's (bench/profile_8b.py checks it on the GPU, `graph_equal`).
 
@@ -15,22 +16,25 @@ stay in place (not ZeRO-3 partitions, which DeepSpeed gathers per call). Left-pa
 checks for padding on the host once and hands the native models a 4-D key mask they take without a check
 (rl_dlm/models/key_mask.py), and the mask and position ids are graph inputs like the token ids, so a capture
 holds no host synchronisation. Everything else runs eagerly, as does a key whose capture failed (said once; a
-model of another library that checks its mask on the host is one). Written here because nothing we depend on fits: `torch.compile`'s
-"reduce-overhead" mode also captures graphs, but recompiles the whole 8B forward per window and shape (minutes
-per key) and changes kernels (so not bit-identical); transformers' static caches are for causal decoding.
+model of another library that checks its mask on the host is one). Written here because nothing we depend on
+fits: `torch.compile`'s "reduce-overhead" mode also captures graphs, but recompiles the whole 8B forward per
+window and shape (minutes per key) and changes kernels (so not bit-identical); transformers' static caches are
+for causal decoding.
 
-Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]) and, for the
-block cache, one set of K/V buffers per canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at
-LLaDA-8B, 12 rows × 456 tokens, bf16); `reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new model) must call
-`reset()`; `Policy` does it when its model is replaced.
+Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]; at most
+`max_graphs` keys, the least recently used dropped first) and, for the block cache, one set of K/V buffers per
+canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at LLaDA-8B, 12 rows × 456 tokens, bf16);
+`reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new
+model) must call `reset()`; `Policy` does it when its model is replaced.
 
     graphs = GraphedForward()
-    logits = graphs(key, forward, input_ids)   # forward(input_ids) → logits; captured on the first call per key
+    logits = graphs(key, forward, input_ids)   # forward(input_ids) → logits; eager, then captured and replayed
     cache = graphs.state(("kv", n, t), BlockKVCache)   # what the graphs read and write, kept across rollouts
 """
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from typing import Callable, Hashable
 
 import torch
@@ -38,9 +42,10 @@ from torch import Tensor, nn
 
 
 class GraphedForward:
-    def __init__(self, warmup: int = 1):
-        self.warmup = warmup
-        self.graphs: dict[Hashable, tuple | None] = {}  # key → (graph, static inputs, static output), None: eager
+    def __init__(self, max_graphs: int = 32):
+        self.max_graphs = max_graphs  # least recently used graphs beyond this are dropped
+        self.graphs: OrderedDict[Hashable, tuple | None] = OrderedDict()  # key → (graph, static inputs, output)
+        self.calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of keys not captured (yet)
         self.states: dict[Hashable, object] = {}
         self.pool = None
 
@@ -53,6 +58,7 @@ class GraphedForward:
 
     def reset(self):
         self.graphs.clear()
+        self.calls.clear()
         self.states.clear()
         self.pool = None
 
@@ -63,13 +69,24 @@ class GraphedForward:
             self.states[key] = make()
         return self.states[key]
 
-    def __call__(self, key: Hashable, forward: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
-        """forward(*inputs) → logits, replayed from the graph of `key` (captured on its first call); inputs are
-        copied into the graph's static buffers, so only their shapes are part of the key."""
+    def __call__(self, key: Hashable, forward: Callable[..., Tensor], *inputs: Tensor | None) -> Tensor:
+        """forward(*inputs) → logits. A key's first call runs eagerly (and warms up what a capture must not
+        hold: cuBLAS workspaces, the KV cache's buffers); its second is captured and replayed, later ones
+        replayed. So a shape seen once (a padded batch of a length that never recurs) costs nothing extra.
+        Inputs are copied into the graph's static buffers: only their shapes are part of the key."""
         key = (key, tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs),
                torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
         if key not in self.graphs:
+            self.calls[key] = self.calls.pop(key, 0) + 1
+            if self.calls[key] == 1:
+                while len(self.calls) > 16 * self.max_graphs:
+                    self.calls.popitem(last=False)
+                return forward(*inputs)
+            del self.calls[key]
             self.graphs[key] = self._capture(key, forward, inputs)
+            while len(self.graphs) > self.max_graphs:
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
         entry = self.graphs[key]
         if entry is None:
             return forward(*inputs)
@@ -80,15 +97,9 @@ class GraphedForward:
         graph.replay()
         return static_out.clone()  # the next replay overwrites static_out; callers may keep what they got
 
-    def _capture(self, key, forward, inputs: tuple[Tensor, ...]):
+    def _capture(self, key, forward, inputs: tuple[Tensor | None, ...]):
         static_in = tuple(None if t is None else t.clone() for t in inputs)
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces, cache buffers) stays
-                for _ in range(self.warmup):  # out of the graph
-                    forward(*static_in)
-            torch.cuda.current_stream().wait_stream(side)
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()

@@ -125,56 +125,69 @@ def test_a_rollout_replays_one_graph_per_block_with_the_eager_tokens(tokenizer, 
                                                                                      eager.completion_ids)
     assert torch.equal(graphed.unmask_step, eager.unmask_step)
     assert [key[0][0] for key, _ in cpu_graphs] == [("logits", 6, 14), ("logits", 14, 22)]  # one per block
-    assert [g.replays for _, g in cpu_graphs] == [8, 8]  # 4 steps per block, 2 rollouts
+    # 4 steps per block and rollout: the first eager, the second captured and replayed, then replays
+    assert [g.replays for _, g in cpu_graphs] == [7, 7]
 
 
 def test_keys_separate_modes_and_outputs_are_the_callers_own(tokenizer, cpu_graphs):
     policy = lora_policy(tokenizer)
-    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
-    other = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(4))
+    ids = [torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(i)) for i in range(3)]
     with torch.no_grad():
-        expect_ids, expect_other = policy.logits(ids, keep=slice(4, 8)), policy.logits(other, keep=slice(4, 8))
+        expect = [policy.logits(x, keep=slice(4, 8)) for x in ids]
         with policy.reference():
-            expect_ref = policy.logits(ids, keep=slice(4, 8))
+            expect_ref = policy.logits(ids[0], keep=slice(4, 8))
         with policy.inference():
-            first = policy.logits(ids, keep=slice(4, 8))
-            second = policy.logits(other, keep=slice(4, 8))  # the same graph, a new input
+            got = [policy.logits(x, keep=slice(4, 8)) for x in ids]  # eager, captured, replayed: one graph
             with policy.reference():  # adapters off: another code path, another graph
-                ref = policy.logits(ids, keep=slice(4, 8))
-            policy.logits(ids[:1], keep=slice(4, 8))  # another shape
-    assert torch.equal(first, expect_ids) and torch.equal(second, expect_other) and torch.equal(ref, expect_ref)
-    assert not torch.equal(first, second)  # `first` was not overwritten by the second replay
+                ref = [policy.logits(ids[0], keep=slice(4, 8)) for _ in range(2)]
+            for _ in range(2):
+                policy.logits(ids[0][:1], keep=slice(4, 8))  # another shape
+            policy.logits(ids[0], keep=slice(2, 8))  # another window, seen once: never captured
+    assert all(torch.equal(g, e) for g, e in zip(got, expect)) and torch.equal(ref[1], expect_ref)
+    assert not torch.equal(got[1], got[2])  # the replay did not overwrite what the capture call returned
     assert len(cpu_graphs) == 3
     policy.model = policy.model  # a replaced model: graphs dropped
     assert not policy.graphs.graphs
+
+
+def test_least_recently_used_graphs_are_dropped_beyond_max_graphs(tokenizer, cpu_graphs):
+    policy = lora_policy(tokenizer)
+    policy.graphs.max_graphs = 2
+    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), policy.inference():
+        for window in [(4, 8), (5, 8), (4, 8), (6, 8)]:
+            for _ in range(2):
+                policy.logits(ids, keep=slice(*window))
+    assert [key[0][0][1:] for key in policy.graphs.graphs] == [(4, 8), (6, 8)]  # (5, 8) was the least recent
 
 
 def test_a_failed_capture_runs_eagerly_and_is_not_retried(tokenizer, monkeypatch):
     policy = lora_policy(tokenizer)
     attempts = []
 
-    def stream_fails():
+    def capture_fails():
         attempts.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(GraphedForward, "usable", staticmethod(lambda model, ids: True))
-    monkeypatch.setattr(torch.cuda, "Stream", stream_fails)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", capture_fails)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expect = policy.logits(ids, keep=slice(4, 8))
         with policy.inference():
+            first = policy.logits(ids, keep=slice(4, 8))  # eager: no attempt yet
             with pytest.warns(UserWarning, match="CUDA graph capture failed"):
-                got = policy.logits(ids, keep=slice(4, 8))
-            again = policy.logits(ids, keep=slice(4, 8))
-    assert torch.equal(got, expect) and torch.equal(again, expect)
+                second = policy.logits(ids, keep=slice(4, 8))
+            third = policy.logits(ids, keep=slice(4, 8))
+    assert all(torch.equal(t, expect) for t in (first, second, third))
     assert len(attempts) == 1 and list(policy.graphs.graphs.values()) == [None]
 
 
 @pytest.mark.parametrize("refresh_every", [None, 2])
 def test_dual_cache_steps_replay_against_cache_buffers_kept_across_rollouts(tokenizer, cpu_graphs, refresh_every):
     """The block-cached sampler: refreshes and window steps replay (one graph per block each), refreshes refill
-    the same K/V buffers, which a second rollout reuses with no new capture, and the tokens are the eager ones."""
+    the same K/V buffers, which a third rollout reuses with no new capture, and the tokens are the eager ones."""
     from rl_dlm.sampling.cached import CachedSemiARSampler
 
     policy = lora_policy(tokenizer)
@@ -184,14 +197,14 @@ def test_dual_cache_steps_replay_against_cache_buffers_kept_across_rollouts(toke
                                   refresh_every=refresh_every, early_stop=False)
     eager = sampler.sample(policy, prompts, mask, seeds)
     with policy.inference():
-        graphed = sampler.sample(policy, prompts, mask, seeds)
+        rollouts = [sampler.sample(policy, prompts, mask, seeds) for _ in range(2)]
         (cache,) = policy.graphs.states.values()
         buffers = [t.data_ptr() for t in cache.keys.values()]
         captures = len(cpu_graphs)
-        again = sampler.sample(policy, prompts, mask, seeds)
-    assert torch.equal(graphed.completion_ids, eager.completion_ids)
-    assert torch.equal(again.completion_ids, eager.completion_ids)
+        rollouts.append(sampler.sample(policy, prompts, mask, seeds))
+    assert all(torch.equal(r.completion_ids, eager.completion_ids) for r in rollouts)
     assert [t.data_ptr() for t in cache.keys.values()] == buffers and len(cpu_graphs) == captures
     kinds = sorted(str(key[0][0][1]) for key, _ in cpu_graphs)  # the window: None for a refresh
     assert kinds == ["(14, 22)", "(6, 14)", "None", "None"]
-    assert sum(g.replays for _, g in cpu_graphs) == 2 * 8  # every step of both rollouts replayed
+    # 4 steps per block and rollout, 2 blocks, 3 rollouts; each key's first call ran eagerly
+    assert sum(g.replays for _, g in cpu_graphs) == 3 * 2 * 4 - 4
