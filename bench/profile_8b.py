@@ -8,8 +8,8 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
   and LoRA r 128 under bf16 autocast (the trainer's rollout path), with the profiler's split of GPU time into
   GEMM, attention and everything else, and the top kernels;
 - `graphs`: the forward at batch size 1 and at the first `--rows`, eager and replayed from the policy's CUDA
-  graphs (`Policy.cuda_graphs`, rl_dlm/models/cuda_graphs.py), with a bit-for-bit comparison; `rollout_lora`:
-  a whole batch-size-1 semi-AR rollout (256 tokens, 128 steps) both ways, tokens/s and same tokens;
+  graphs (`Policy.cuda_graphs`, rl_dlm/models/cuda_graphs.py), with a bit-for-bit comparison (whole rollouts
+  both ways: `bench/rollout.py --modes none,none+graphs`);
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
 - `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling).
@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import write_record  # noqa: E402
-from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
+from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, graphs, sync  # noqa: E402
+from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
-from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
 
 GEMM_MARKERS = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk", "matmul")
 ATTN_MARKERS = ("flash", "fmha", "attention", "sdpa")
@@ -90,7 +90,8 @@ def profile_split(fn, device: str) -> dict:
             "top": [{"kernel": n[:100], "ms": round(ms, 2), "calls": c} for n, ms, c in kernels[:10]]}
 
 
-def matmul_tflops(m: int, k: int, n: int, device: str) -> float:
+def gemm_tflops(m: int, k: int, n: int, device: str) -> float:
+    """The median rate of one [m, k] × [k, n] product."""
     a = torch.randn(m, k, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     b = torch.randn(k, n, device=device, dtype=a.dtype)
     s = timeit(lambda: a @ b, device, warmup=3, reps=10)
@@ -109,7 +110,7 @@ def main():
     device = "cpu" if args.tiny else "cuda"
     shape = TINY if args.tiny else LLADA_8B
     d, ffn, layers, vocab = shape["d_model"], shape["mlp_hidden_size"], shape["n_layers"], shape["vocab_size"]
-    n_body = layers * (4 * d * d + 3 * d * ffn)
+    n_body, n_head = body_and_head_params(shape)
     T, P, block = args.prompt + args.gen, args.prompt, 32
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,20 +122,20 @@ def main():
     def save():
         write_record(out / "profile_8b.json", "profile_8b", res, units)
 
-    ref = matmul_tflops(*(3 * (64 if args.tiny else 8192,)), device)
+    ref = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
     res["matmul_8192_tflops"] = round(ref, 1)
     rows = [int(r) for r in args.rows.split(",")]
     gemms = {}
     for r in rows + [1]:
         m = r * T
         for k, n in ((d, d), (d, 3 * d), (d, ffn), (d, 2 * ffn), (ffn, d)):
-            gemms[f"{m}x{k}x{n}"] = round(matmul_tflops(m, k, n, device) / ref, 3)
+            gemms[f"{m}x{k}x{n}"] = round(gemm_tflops(m, k, n, device) / ref, 3)
     res["gemm_fraction_of_matmul"] = gemms
     save()
 
     policy = build_policy(shape, device)
     model = policy.model
-    head_flops = 2 * d * vocab
+    head_flops = 2 * n_head
 
     def forward_flops(r: int, kept: int) -> float:
         return 2 * n_body * r * T + head_flops * r * kept
@@ -155,33 +156,10 @@ def main():
         ids = torch.randint(0, vocab - 100, (r, T), device=device)
         eager = step_forward(ids)
         entry = {"rows": r, "eager_ms": round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)}
-        policy.cuda_graphs = True
-        with policy.inference():
+        with graphs(policy, True):  # the first call runs eagerly, the second captures (timeit's warm-ups)
             entry["graph_ms"] = round(timeit(lambda: step_forward(ids), device, reps=10) * 1e3, 2)
             entry["graph_equal"] = bool(torch.equal(step_forward(ids), eager))
-        policy.cuda_graphs = False
         entry["compute_floor_ms"] = round(forward_flops(r, block) / (ref * 1e12) * 1e3, 2)
-        return entry
-
-    def rollout_entry(r: int) -> dict:
-        """A whole exact semi-AR rollout (d1's settings) at r rows, eager and with CUDA graphs: tokens/s."""
-        sampler = SemiARSampler(gen_length=args.gen, block_length=block, steps=args.gen // 2, temperature=0.9)
-        prompts = torch.randint(0, vocab - 100, (r, P), device=device)
-        mask, seeds = torch.ones_like(prompts, dtype=torch.bool), torch.arange(r) + 11
-        entry = {"rows": r, "steps": sampler.steps}
-        outs = {}
-        for graphs in (False, True):
-            policy.cuda_graphs = graphs
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"), policy.inference():
-                sampler.sample(policy, prompts, mask, seeds)  # warm-up (and capture)
-                sync(device)
-                t = time.perf_counter()
-                outs[graphs] = sampler.sample(policy, prompts, mask, seeds).completion_ids
-                sync(device)
-            entry["graphs" if graphs else "eager"] = {"s": round(time.perf_counter() - t, 3),
-                                                      "tokens_per_s": round(r * args.gen / (time.perf_counter() - t), 1)}
-        policy.cuda_graphs = False
-        entry["same_tokens"] = bool(torch.equal(outs[False], outs[True]))
         return entry
 
     model.eval()
@@ -201,8 +179,6 @@ def main():
     res["forward_lora"] = [forward_entry(r) for r in rows]
     save()
     res["graphs_lora"] = [graph_entry(1), graph_entry(rows[0])]
-    save()
-    res["rollout_lora"] = [rollout_entry(1)]
     save()
 
     def update(r: int, checkpointing: bool):

@@ -66,6 +66,13 @@ def build_policy(shape: dict, device: str) -> Policy:
     return Policy(model, tokenizer=None, family=family)
 
 
+def body_and_head_params(shape: dict) -> tuple[int, int]:
+    """(non-embedding parameters without the LM head, LM head parameters) of a LLaDA shape (bench/stage_meter.py
+    counts FLOPs with these)."""
+    d, ffn = shape["d_model"], shape["mlp_hidden_size"]
+    return shape["n_layers"] * (4 * d * d + 3 * d * ffn), d * shape["embedding_size"]
+
+
 def sync(device: str):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -209,9 +216,7 @@ def main():
     samplers = {m: make_sampler(m, **common) for m in modes}
 
     matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
-    cfg = policy.model.get_base_model().config if hasattr(policy.model, "get_base_model") else policy.model.config
-    n_head = cfg.d_model * cfg.embedding_size
-    n_body = cfg.n_layers * (4 * cfg.d_model ** 2 + 3 * cfg.d_model * cfg.mlp_hidden_size)
+    n_body, n_head = body_and_head_params(shape)
     # Warm-up: one short rollout per mode (kernel selection, allocator), not timed.
     for m in modes:
         timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,

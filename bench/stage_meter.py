@@ -226,8 +226,8 @@ COUNTED = ("flops", "forwards", "rows_forwarded", "tokens_forwarded", "head_posi
 
 class _CountedGraphs:
     """The policy's CUDA graphs (rl_dlm/models/cuda_graphs.py), counted: a replay runs no Python, so no hook
-    sees it; it is charged what the hooks counted per forward when its graph was captured (a capture call runs
-    the warm-up forward and the replay: the hooks count the warm-up and the capture pass, the same work)."""
+    sees it; it is charged what the hooks counted per forward on the key's last call that ran Python (its eager
+    first call, or its capture, whose one recorded pass the GPU then runs as the replay)."""
 
     def __init__(self, graphs, meter: StageMeter):
         self.graphs, self.meter = graphs, meter

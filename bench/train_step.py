@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.previous_paths import FullLogitsPolicy, previous_paths  # noqa: E402
 from bench.record import write_record  # noqa: E402
-from bench.rollout import LLADA_8B, TINY, build_policy, sync  # noqa: E402
+from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, sync  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.components import Rollout  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
@@ -74,9 +74,7 @@ def main():
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy.model.train()
     matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
-    cfg = policy.model.get_base_model().config
-    n_head = cfg.d_model * cfg.embedding_size
-    n_body = cfg.n_layers * (4 * cfg.d_model ** 2 + 3 * cfg.d_model * cfg.mlp_hidden_size)
+    n_body, n_head = body_and_head_params(shape)
     tokens = args.group * (args.prompt + args.completion)
     # bench/stage_meter.py's count: forward, input-gradient backward and (with checkpointing) the recomputed
     # forward of the body, 2·N each per token; the LM head's forward and input gradient on the completion

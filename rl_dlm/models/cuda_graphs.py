@@ -79,7 +79,7 @@ class GraphedForward:
         if key not in self.graphs:
             self.calls[key] = self.calls.pop(key, 0) + 1
             if self.calls[key] == 1:
-                while len(self.calls) > 16 * self.max_graphs:
+                while len(self.calls) > 16 * self.max_graphs:  # keys seen once; the oldest can go
                     self.calls.popitem(last=False)
                 return forward(*inputs)
             del self.calls[key]

@@ -213,6 +213,7 @@ class DreamModel(DreamPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     supports_block_cache = True
     supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
+    supports_4d_key_mask = True  # a bool [B, 1, Lq, T] mask is taken without a host check (key_mask.py)
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)

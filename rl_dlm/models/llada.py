@@ -329,6 +329,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
 
     supports_block_cache = True
     supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
+    supports_4d_key_mask = True  # a bool [B, 1, Lq, T] mask is taken without a host check (key_mask.py)
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)

@@ -95,8 +95,8 @@ class Policy:
         padded = attention_mask is not None and not bool(attention_mask.all())  # the one host check
         inputs = [input_ids]
         if padded:
-            native = getattr(base, "supports_block_cache", False)  # takes a bool [n, 1, 1, T] key mask as it is
-            inputs += [attention_mask.bool()[:, None, None, :] if native else attention_mask.long(),
+            four_d = getattr(base, "supports_4d_key_mask", False)  # the native models (rl_dlm/models/key_mask.py)
+            inputs += [attention_mask.bool()[:, None, None, :] if four_d else attention_mask.long(),
                        (attention_mask.long().cumsum(-1) - 1).clamp_min(0)]
         total = input_ids.shape[1]
         start, stop, stride = (keep or slice(None)).indices(total)
