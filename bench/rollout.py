@@ -16,6 +16,9 @@ mode) on every projection and bf16 autocast, as `rl-dlm train` with `bf16: true`
 A mode with `+graphs` (`dual+graphs`, `none+graphs`) runs the same sampler with its forwards replayed from CUDA
 graphs, as `rl-dlm train` does with `cuda_graphs: true` (rl_dlm/models/cuda_graphs.py): after two untimed
 rollouts that capture every window, and with the fraction of tokens equal to the eager mode's (1.0 expected).
+A mode with `+unpacked` (`none+unpacked`, `none+graphs+unpacked`) runs each projection as its own GEMM, as
+before rl_dlm/models/packed_projections.py (the default here, as in `rl-dlm train`, packs q/k/v and gate/up);
+with the fraction of tokens equal to the packed mode's (1.0 expected, up to rounding ties).
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
 rate measured at start-up.
 
@@ -39,11 +42,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.previous_paths import FullLogitsPolicy, previous_paths, previous_semi_ar_sample  # noqa: E402
+from bench.previous_paths import (FullLogitsPolicy, previous_paths, previous_semi_ar_sample,  # noqa: E402
+                                  separate_projections)
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
+from rl_dlm.models.packed_projections import pack_projections  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, Policy, add_lora  # noqa: E402
 from rl_dlm.sampling.cached import CachedSemiARSampler  # noqa: E402
 from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
@@ -61,6 +66,7 @@ def build_policy(shape: dict, device: str) -> Policy:
     with torch.device(device):
         model = LLaDAModelLM(LLaDAConfig(**shape)).eval()
     torch.set_default_dtype(torch.float32)
+    pack_projections(model)  # as load_policy does (fused_projections); "+unpacked" modes separate them again
     family = Family("llada", shape["mask_token_id"], 126348 if shape is LLADA_8B else 502, shape["pad_token_id"],
                     shift_logits=False)
     return Policy(model, tokenizer=None, family=family)
@@ -106,7 +112,7 @@ def timed(sampler, policy, prompts, mask, seeds, device, previous: bool = False,
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    with previous_paths() if previous else contextlib.nullcontext(), graphs(policy, graphed):
+    with previous_paths(policy) if previous else contextlib.nullcontext(), graphs(policy, graphed):
         rollout = sample_fn(sampler, previous)(policy, prompts, mask, seeds)
     sync(device)
     seconds = time.perf_counter() - start
@@ -141,7 +147,7 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        with previous_paths() if previous else contextlib.nullcontext(), graphs(policy, graphed):
+        with previous_paths(policy) if previous else contextlib.nullcontext(), graphs(policy, graphed):
             sample_fn(sampler, previous)(CountingPolicy(policy, limit), prompts, mask, seeds)
     except _Budget:
         pass
@@ -151,10 +157,19 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
     return seconds, peak
 
 
+def mode_parts(mode: str) -> tuple[str, set[str]]:
+    """"dual+graphs+unpacked" → ("dual", {"graphs", "unpacked"})."""
+    sampler, *flags = mode.split("+")
+    unknown = set(flags) - {"graphs", "unpacked"}
+    if unknown:
+        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs and/or +unpacked")
+    return sampler, set(flags)
+
+
 def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: int, n_body: int, n_head: int) -> float:
     """FLOPs of one rollout, counted as bench/stage_meter.py does (2·N per token forwarded, the LM head on the
     block only): an exact step forwards the whole canvas, a cached refresh too, a cached window step its window."""
-    mode = mode.removesuffix("+graphs")
+    mode = mode_parts(mode)[0]
     cache, _, every = mode.partition("_r")
     total, num_blocks = prompt + gen, gen // block
     per_block = steps // num_blocks
@@ -170,8 +185,9 @@ def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: i
 
 def make_sampler(mode: str, **common):
     """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block;
-    "<mode>+graphs" is the same sampler with its forwards replayed from CUDA graphs (`Policy.cuda_graphs`)."""
-    mode = mode.removesuffix("+graphs")
+    "<mode>+graphs" is the same sampler with its forwards replayed from CUDA graphs (`Policy.cuda_graphs`),
+    "<mode>+unpacked" with one GEMM per projection."""
+    mode = mode_parts(mode)[0]
     if mode == "none":
         return SemiARSampler(**common)
     cache, _, every = mode.partition("_r")
@@ -222,11 +238,18 @@ def main():
         timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
               device)
 
-    def run(m: str, previous: bool = False) -> tuple[dict, torch.Tensor | None]:
-        """One timed rollout of mode m → (metrics, completion ids; None when only the first steps were timed)."""
-        graphed = m.endswith("+graphs")
+    def run(m: str, previous: bool = False, warmups: int = 0) -> tuple[dict, torch.Tensor | None]:
+        """One timed rollout of mode m after `warmups` untimed ones → (metrics, completion ids; None when only
+        the first steps were timed)."""
+        sampler_name, flags = mode_parts(m)
+        with separate_projections(policy) if "unpacked" in flags else contextlib.nullcontext():
+            for _ in range(warmups):
+                run_as_is(m, sampler_name, "graphs" in flags, previous)
+            return run_as_is(m, sampler_name, "graphs" in flags, previous)
+
+    def run_as_is(m: str, sampler_name: str, graphed: bool, previous: bool):
         flops = rollout_flops(m, args.n, args.prompt, args.gen, args.steps, args.block, n_body, n_head)
-        if m.removesuffix("+graphs") == "none" and 0 < args.exact_steps < args.steps:
+        if sampler_name == "none" and 0 < args.exact_steps < args.steps:
             seconds, peak = timed_partial(samplers[m], policy, prompts, mask, seeds, device, args.exact_steps,
                                           previous, graphed)
             seconds *= args.steps / args.exact_steps
@@ -242,12 +265,12 @@ def main():
 
     results, ids = {}, {}
     for m in modes:
-        if m.endswith("+graphs"):  # warm-ups that capture every window's graph (a key is captured at its second
-            run(m)  # call; a dual-cache refresh is called once per block and rollout; the short warm-up above
-            run(m)  # has other shapes)
-        results[m], ids[m] = run(m)
+        flags = mode_parts(m)[1]
+        # graphs: two untimed rollouts capture every window's graph (a key is captured at its second call; a
+        # dual-cache refresh is called once per block and rollout; the short warm-up above has other shapes)
+        results[m], ids[m] = run(m, warmups=2 if "graphs" in flags else 0)
         print(m, results[m], flush=True)
-        if args.compare_old and not m.endswith("+graphs"):
+        if args.compare_old and not flags:
             old, old_ids = run(m, previous=True)
             results[m]["previous"] = old
             results[m]["speedup_vs_previous"] = round(results[m]["generated_tokens_per_s"]
@@ -266,6 +289,13 @@ def main():
     for m, r in results.items():
         if exact is not None and ids[m] is not None:
             r["token_agreement_with_exact"] = round((ids[m] == exact).float().mean().item(), 4)
+        packed = m.replace("+unpacked", "")
+        if packed != m and packed in results:  # the speed-up of packing, measured in this run
+            results[packed]["speedup_vs_unpacked"] = round(results[packed]["generated_tokens_per_s"]
+                                                           / r["generated_tokens_per_s"], 3)
+            if ids[m] is not None and ids[packed] is not None:
+                results[packed]["token_agreement_with_unpacked"] = round(
+                    (ids[m] == ids[packed]).float().mean().item(), 4)
     base = results.get("none", {}).get("generated_tokens_per_s")
     if base:
         for r in results.values():

@@ -49,7 +49,7 @@ def text_reward(completions, **kw):
     return [float(sum(map(ord, t)) % 7) for t in text]
 
 
-def run(algo: str, output_dir: str) -> list[dict]:
+def run(algo: str, output_dir: str, overrides=()) -> list[dict]:
     import torch
 
     from rl_dlm.hydra_app import build, compose_config
@@ -57,7 +57,7 @@ def run(algo: str, output_dir: str) -> list[dict]:
     extra = ALGOS[algo]
     mu = int(next(o for o in extra if o.startswith("num_iterations=")).split("=")[1])
     cfg = compose_config([f"algo={algo}", f"output_dir={output_dir}", f"max_steps={ROLLOUT_BATCHES * mu}",
-                          *SMALL, *extra])
+                          *SMALL, *extra, *overrides])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same reduction order on any machine with this torch build
     try:
@@ -72,11 +72,11 @@ def _jsonable(history: list[dict]) -> list[dict]:
             for h in history]
 
 
-def fingerprint(algos) -> dict[str, list[dict]]:
+def fingerprint(algos, overrides=()) -> dict[str, list[dict]]:
     out = {}
     for algo in algos:
         with tempfile.TemporaryDirectory() as tmp:
-            out[algo] = _jsonable(run(algo, str(Path(tmp) / "run")))
+            out[algo] = _jsonable(run(algo, str(Path(tmp) / "run"), overrides))
     return out
 
 

@@ -120,7 +120,7 @@ def main():
     def timed_update(it: int, previous: bool) -> tuple[float, float, float]:
         """(stage-4 seconds, update seconds, peak GiB of the update) on the current or the previous code."""
         scorer = FullLogitsPolicy(policy) if previous else policy
-        with previous_paths() if previous else contextlib.nullcontext():
+        with previous_paths(policy) if previous else contextlib.nullcontext():
             sync(device)
             t0 = time.perf_counter()
             plan, old, ref = stage4(it, scorer)
@@ -162,7 +162,7 @@ def main():
         metrics["stage4_speedup_vs_previous"] = round(metrics["previous"]["stage4_old_and_ref_logp_s"]
                                                       / metrics["stage4_old_and_ref_logp_s"], 3)
         now = stage4(0)[1]  # the same weights, both codes
-        with previous_paths():
+        with previous_paths(policy):
             before = stage4(0, FullLogitsPolicy(policy))[1]
         metrics["max_abs_logp_difference_vs_previous"] = (now - before).abs().max().item()
     record = write_record(

@@ -29,7 +29,8 @@ from rl_dlm.likelihood.base import score
 from rl_dlm.likelihood.one_step import OneStepEstimator
 from rl_dlm.models.dream import DreamRMSNorm
 from rl_dlm.models.families import Family
-from rl_dlm.models.llada import LLaDARMSNorm, apply_rope, rope_cos_sin, tiny_llada_config
+from rl_dlm.models.llada import LLaDARMSNorm, tiny_llada_config
+from rl_dlm.models.rope import apply_rope, rope_cos_sin
 from rl_dlm.models.policy import LoraSettings, Policy, add_lora
 from rl_dlm.sampling.cached import CachedSemiARSampler
 from rl_dlm.sampling.dream import DreamSampler

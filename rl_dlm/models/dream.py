@@ -26,7 +26,8 @@ Deliberate deviations from the official code
     - Passing labels does nothing (the official shifted causal-LM loss is meaningless for a dLLM).
 
 Speed: as LLaDA's (rl_dlm/models/llada.py): `logits_to_keep` also trims the last layer to the kept queries,
-and outside autograd RoPE and RMSNorm take fewer elementwise passes with bit-identical results.
+outside autograd RoPE and RMSNorm take fewer elementwise passes with bit-identical results, and packed q/k/v
+and gate/up weights run as one GEMM each (rl_dlm/models/packed_projections.py).
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_dream.py -q`
 """
@@ -43,7 +44,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
-from rl_dlm.models.llada import apply_rope, kept_positions, query_rope, rope_cos_sin, scale_into_dtype
+from rl_dlm.models.llada import kept_positions, scale_into_dtype
+from rl_dlm.models.packed_projections import project, project_one
+from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
 
@@ -119,6 +122,8 @@ class DreamRMSNorm(nn.Module):
 
 
 class DreamAttention(nn.Module):
+    packed_projections = (("q_proj", "k_proj", "v_proj"),)  # rl_dlm/models/packed_projections.py
+
     def __init__(self, config: DreamConfig, layer_idx: int):
         super().__init__()
         self.config, self.layer_idx = config, layer_idx
@@ -132,11 +137,14 @@ class DreamAttention(nn.Module):
         """h [B, L, d] → [B, L, d], or [B, |keep|, d] for the query positions `keep` (all positions give K/V)."""
         cfg = self.config
         B, L, _ = h.shape
-        hq = h if keep is None else h[:, keep]
-        Lq = hq.shape[1]
-        q = self.q_proj(hq).view(B, Lq, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+        if keep is None:  # one GEMM where the weights are packed
+            q, k, v = project(h, self.q_proj, self.k_proj, self.v_proj)
+        else:
+            q, (k, v) = self.q_proj(h[:, keep]), project(h, self.k_proj, self.v_proj)
+        Lq = q.shape[1]
+        q = q.view(B, Lq, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
         q = apply_rope(q, *query_rope(rope, keep), full_precision=False)  # official: cos/sin in the activation dtype
         k = apply_rope(k, *rope, full_precision=False)
         if kv_cache is not None:
@@ -147,10 +155,12 @@ class DreamAttention(nn.Module):
         att = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=False,
             dropout_p=cfg.attention_dropout if self.training else 0.0, scale=1.0 / math.sqrt(cfg.head_dim))
-        return self.o_proj(att.transpose(1, 2).reshape(B, Lq, -1))
+        return project_one(att.transpose(1, 2).reshape(B, Lq, -1), self.o_proj)
 
 
 class DreamMLP(nn.Module):
+    packed_projections = (("gate_proj", "up_proj"),)
+
     def __init__(self, config: DreamConfig):
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -158,7 +168,8 @@ class DreamMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        gate, up = project(h, self.gate_proj, self.up_proj)
+        return project_one(F.silu(gate) * up, self.down_proj)
 
 
 class DreamDecoderLayer(GradientCheckpointingLayer):

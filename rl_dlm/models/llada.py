@@ -36,7 +36,10 @@ Speed (outputs equal to the textbook code, tests/test_exact_speedups.py; bench/p
       32-token block of a 456-token canvas skips ~93 % of it, ~2.5 % of the forward. Products on fewer rows
       may round fp32 sums differently, as a change of batch size does.
     - Outside autograd, RoPE and RMSNorm round to the activation dtype as they store (RoPE half by half):
-      ~22 instead of ~52 bytes per element for RoPE in bf16, bit-identical. Under autograd: the textbook code.
+      ~22 instead of ~52 bytes per element for RoPE in bf16, bit-identical. Under autograd: the textbook code
+      (RoPE: rl_dlm/models/rope.py).
+    - q/k/v and ff_proj/up_proj run as one GEMM each where their weights are packed and frozen
+      (rl_dlm/models/packed_projections.py; `load_policy` packs them): outputs equal to rounding.
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_llada.py -q`
 """
@@ -54,6 +57,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
+from rl_dlm.models.packed_projections import project, project_one
+from rl_dlm.models.rope import apply_rope, needs_grad, query_rope, rope_cos_sin
 
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "tiny_llada_config"]
 
@@ -154,11 +159,6 @@ def tiny_llada_config(
     return LLaDAConfig(**kwargs)
 
 
-def needs_grad(t: torch.Tensor) -> bool:
-    """Whether autograd records ops on t (the out= fast paths work only outside autograd)."""
-    return torch.is_grad_enabled() and t.requires_grad
-
-
 def scale_into_dtype(x: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(h · scale).to(x.dtype) for h = x.float(), an RMSNorm's normalisation. Outside autograd the fp32 product
     is rounded into x's dtype as it is stored (type promotion converts x exactly): 4 instead of 14 bytes per
@@ -187,20 +187,6 @@ class LLaDARMSNorm(nn.Module):
         return h + self.bias if self.bias is not None else h
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 RoPE tables for positions (L,) or (B, L) -> cos, sin of shape [1 or B, 1, L, head_dim]."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float) / head_dim))
-    angles = positions.float().unsqueeze(-1) * inv_freq  # [.., L, head_dim/2]
-    angles = torch.cat((angles, angles), dim=-1)
-    angles = angles.view(-1, 1, *angles.shape[-2:])
-    return angles.cos(), angles.sin()
-
-
-def query_rope(rope, keep: slice | None):
-    """The RoPE tables ([1 or B, 1, L, hd] each) of the query positions `keep`."""
-    return rope if keep is None else tuple(t[:, :, keep] for t in rope)
-
-
 def kept_positions(logits_to_keep: int | slice | None) -> slice | None:
     """`logits_to_keep` (transformers' convention: an int k is the last k positions, 0 or None all) as a slice."""
     if not logits_to_keep:
@@ -208,35 +194,10 @@ def kept_positions(logits_to_keep: int | slice | None) -> slice | None:
     return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_precision: bool = True) -> torch.Tensor:
-    """Half rotation (HF Llama's rotate_half): t·cos + rotate_half(t)·sin. Official LLaDA rotates in fp32 and
-    casts back.
-
-    Outside autograd the two halves are written straight into the output (first t1·c − t2·s, second t2·c + t1·s),
-    the product with the fp32 tables promotes t without an fp32 copy, and the sums are rounded into t's dtype as
-    they are stored: 5 elementwise passes instead of 8, about 22 instead of 52 bytes per element in bf16, with
-    bit-identical results (a + (−b)·s equals a − b·s exactly in IEEE arithmetic; tests/test_exact_speedups.py)."""
-    dtype = torch.float32 if full_precision else t.dtype
-    cos, sin = cos.to(dtype), sin.to(dtype)
-    if needs_grad(t) or torch.promote_types(t.dtype, dtype) != dtype:
-        t_ = t.to(dtype)
-        return (t_ * cos + _rotate_half(t_) * sin).to(t.dtype)
-    half = t.shape[-1] // 2
-    t1, t2 = t[..., :half], t[..., half:]
-    out = torch.empty_like(t)
-    a = t * cos  # computed in `dtype`: type promotion converts t exactly, with no copy of it
-    torch.sub(a[..., :half], t2 * sin[..., :half], out=out[..., :half])
-    torch.add(a[..., half:], t1 * sin[..., half:], out=out[..., half:])
-    return out
-
-
 class LLaDABlock(GradientCheckpointingLayer):
     """Official LLaDALlamaBlock (pre-norm attention + SwiGLU-style MLP with plain SiLU)."""
+
+    packed_projections = (("q_proj", "k_proj", "v_proj"), ("ff_proj", "up_proj"))  # packed_projections.py
 
     def __init__(self, config: LLaDAConfig, layer_idx: int):
         super().__init__()
@@ -260,11 +221,14 @@ class LLaDABlock(GradientCheckpointingLayer):
         [B, |keep|, d] for the query positions `keep` (every position still supplies keys and values)."""
         cfg = self.config
         B, L, _ = h.shape
-        hq = h if keep is None else h[:, keep]
-        Lq = hq.shape[1]
-        q = self.q_proj(hq).view(B, Lq, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [B, H, Lq, hd]
-        k = self.k_proj(h).view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        if keep is None:  # one GEMM where the weights are packed (rl_dlm/models/packed_projections.py)
+            q, k, v = project(h, self.q_proj, self.k_proj, self.v_proj)
+        else:
+            q, (k, v) = self.q_proj(h[:, keep]), project(h, self.k_proj, self.v_proj)
+        Lq = q.shape[1]
+        q = q.view(B, Lq, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [B, H, Lq, hd]
+        k = k.view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q = apply_rope(q, *query_rope(rope, keep), full_precision=cfg.rope_full_precision)
             k = apply_rope(k, *rope, full_precision=cfg.rope_full_precision)
@@ -277,7 +241,7 @@ class LLaDABlock(GradientCheckpointingLayer):
             q, k, v, attn_mask=attn_mask, is_causal=False,
             dropout_p=cfg.attention_dropout if self.training else 0.0, scale=1.0 / math.sqrt(cfg.head_dim),
         )
-        return self.attn_out(att.transpose(1, 2).reshape(B, Lq, cfg.d_model))
+        return project_one(att.transpose(1, 2).reshape(B, Lq, cfg.d_model), self.attn_out)
 
     def forward(self, x: torch.Tensor, rope=None, attn_mask: torch.Tensor | None = None, kv_cache=None,
                 keep: slice | None = None) -> torch.Tensor:
@@ -285,7 +249,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         att = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
         x = (x if keep is None else x[:, keep]) + self.dropout(att)
         h = self.ff_norm(x)
-        return x + self.dropout(self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h)))
+        gate, up = project(h, self.ff_proj, self.up_proj)
+        return x + self.dropout(project_one(F.silu(gate) * up, self.ff_out))
 
 
 class LLaDAModel(nn.Module):

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
+from rl_dlm.models.packed_projections import pack_projections
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
 
@@ -296,7 +297,7 @@ def _quantization(load_in_4bit: bool, device, dtype: torch.dtype) -> dict:
 def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: LoraSettings | None = None,
                 dtype: torch.dtype | str = "float32", device: str | torch.device = "cpu", *,
                 family: Family | None = None, trust_remote_code: bool = False, load_in_4bit: bool = False,
-                check_alignment: bool = True) -> Policy:
+                check_alignment: bool = True, fused_projections: bool = True) -> Policy:
     """Loads a dLLM (local directory or hub id, or takes a model), picks and checks its family, adds LoRA.
 
     The family comes from config.json (`model_type` / `architectures` / `auto_map`): LLaDA and Dream/DiffuCoder
@@ -304,6 +305,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     (it must be bidirectional, `is_causal=False`). Anything else needs `trust_remote_code=True` and `family`.
     `load_in_4bit` quantises the base weights with bitsandbytes (CUDA only). `check_alignment` runs
     `probe_alignment` on a chat-formatted text: it raises only when the opposite alignment is clearly better.
+    `fused_projections` packs the native models' q/k/v and gate/up weights so each group runs as one GEMM
+    (rl_dlm/models/packed_projections.py: same names, same LoRA targets, outputs equal to rounding).
     """
     import rl_dlm.models.dream  # noqa: F401  (registers the native classes with the Auto API)
     import rl_dlm.models.llada  # noqa: F401
@@ -324,6 +327,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
         if not quant:
             model.to(device)
         tokenizer = tokenizer or load_tokenizer(name_or_path, spec, trust_remote_code)
+    if fused_projections:
+        pack_projections(model)  # on the final device: a later move onto another one unpacks them again
     family = family or family_of(model, tokenizer)
     check_family(model, family)
     if tokenizer.mask_token_id is None:  # LLaDA's tokenizer does not set it; downstream text tools need it

@@ -91,6 +91,9 @@ class RLConfig:
     # replay the rollouts' unpadded forwards from CUDA graphs: the same logits, far fewer kernel launches
     # (rl_dlm/models/cuda_graphs.py; CUDA only, costs one forward's activations plus each window's logits)
     cuda_graphs: bool = True
+    # run each block's q/k/v and gate/up projections as one GEMM each where the base weights are frozen
+    # (rl_dlm/models/packed_projections.py: the same modules and LoRA targets, outputs equal to rounding)
+    fused_projections: bool = True
     # logging and checkpoints
     logging_steps: int = 1
     save_steps: int = 0
@@ -198,7 +201,8 @@ class RLTrainer:
             # bf16=True loads the base weights in bf16 (half the memory of fp32; an 8B model needs it on one GPU);
             # LoRA adapters stay fp32 (peft's default) and the loop runs under bf16 autocast.
             self.policy = load_policy(model, tokenizer=processing_class, lora=lora, device=default_device(),
-                                      dtype=torch.bfloat16 if a.bf16 else torch.float32)
+                                      dtype=torch.bfloat16 if a.bf16 else torch.float32,
+                                      fused_projections=a.fused_projections)
             if peft_config is not None:
                 from peft import get_peft_model
 

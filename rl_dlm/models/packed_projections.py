@@ -1,0 +1,182 @@
+"""Sibling projections that read the same input run as one GEMM: q/k/v, and the MLP's gate/up.
+
+What it does
+    A block's q, k and v projections (and its gate and up projections) all multiply the same normed states h. At
+    a rollout's 12–64 rows × 456 tokens, and far more at batch size 1, one [M, d] × [d, 3d] GEMM keeps the GPU
+    busier than three [M, d] × [d, d] ones (more tiles per wave, one launch instead of three), and in the update
+    one input-gradient GEMM replaces three. `pack_projections(model)` re-lays each group's weights (and biases)
+    into one contiguous buffer after loading, each projection's `weight` becoming a view of its rows, so the
+    modules, their names, checkpoints and LoRA targets are unchanged (`q_proj` is still a module peft can wrap).
+    `project(h, *modules)` then runs the group as one GEMM whenever that is the same computation:
+    - the base weights are still views of one buffer, in order (`.to()` onto another device, ZeRO-3
+      partitioning or 4-bit weights undo or prevent that: each module is then called as before);
+    - no base weight needs a gradient (frozen under LoRA, or no autograd), since the buffer is not a leaf;
+    - each module is a plain `nn.Linear`, or peft's LoRA `Linear` in its vanilla form (no DoRA-style variant, no
+      per-row adapter names, not merged while disabled). Its adapters are then added to its slice of the
+      output as peft's own forward adds them: `result + lora_B(lora_A(dropout(x))) * scaling`, adapter by
+      adapter, with peft's input cast, then cast back to the base output's dtype. Dropout masks are drawn in
+      the same order as calling the modules one by one;
+    - no module of the group has hooks (ZeRO-3 and accelerate's offloading gather weights in them).
+    A power-of-two LoRA scaling (α 64 / r 128 = 0.5, every recipe's) multiplies the rank-r activations instead
+    of their [.., out] product, `lora_B(lora_A(x) · s)`: bit-identical (scaling by 2^k is exact and commutes
+    with the GEMM's roundings), one elementwise pass over r instead of `out` columns in the forward and in the
+    backward. `project_one` gives the projections outside a group (attention output, MLP down) that path too.
+
+Exactness
+    Each output element is the same dot product over d as before, and the LoRA terms are bit-identical to peft's,
+    but a GEMM of a different width may split or order its reduction differently, so outputs agree to fp32
+    rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does. Sampled tokens are the same
+    unless two candidates tie within that rounding. `tests/models/test_packed_projections.py` checks logits,
+    gradients and whole rollouts against the unpacked model. `fused_projections: false` (RLConfig) keeps the
+    one-GEMM-per-projection path.
+
+Why our own code: transformers fuses projections only in checkpoints that ship fused weights (Phi-3, GPT-2)
+and peft adapts fused layers only as one module; LLaDA and Dream ship separate projections that users target
+separately.
+
+    pack_projections(model)                       # once, after loading onto its device, before or after LoRA
+    q, k, v = project(h, block.q_proj, block.k_proj, block.v_proj)
+    out = project_one(att, block.attn_out)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["pack_projections", "project", "project_one"]
+
+
+def _base(module: nn.Module) -> nn.Module:
+    return getattr(module, "base_layer", module)  # peft's LoRA layers keep the original Linear as `base_layer`
+
+
+def _groups(model: nn.Module):
+    """(parent, child names) for every group a native module declares in `packed_projections`."""
+    for parent in model.modules():
+        for names in getattr(parent, "packed_projections", ()):
+            yield parent, names
+
+
+def pack_projections(model: nn.Module) -> int:
+    """Re-lays each declared group's weights (and biases) into one buffer on their device; returns how many
+    groups were packed. Groups of anything but same-dtype, same-device plain `nn.Linear`s are left alone. Extra
+    memory: one group's weights for the moment of its copy."""
+    packed = 0
+    for parent, names in _groups(model):
+        linears = [_base(getattr(parent, n)) for n in names]
+        w0 = linears[0].weight
+        if any(type(m) is not nn.Linear or m.weight.dtype != w0.dtype or m.weight.device != w0.device
+               or m.in_features != linears[0].in_features or m.weight.is_meta for m in linears):
+            continue
+        with torch.no_grad():
+            for attr in ("weight", "bias"):
+                tensors = [getattr(m, attr) for m in linears]
+                if any(t is None for t in tensors):
+                    continue
+                buffer = torch.cat([t.detach() for t in tensors])
+                row = 0
+                for m, t in zip(linears, tensors):
+                    getattr(m, attr).data = buffer[row:row + t.shape[0]]
+                    row += t.shape[0]
+        packed += 1
+    return packed
+
+
+def _stacked(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The buffer rows the tensors occupy, in order, as one tensor; None if they are not consecutive views."""
+    first = tensors[0]
+    if first is None or not all(t is not None and t.is_contiguous() for t in tensors):
+        return None
+    storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    for t in tensors:
+        if (t.untyped_storage().data_ptr() != storage or t.storage_offset() != offset or t.dtype != first.dtype
+                or t.shape[1:] != first.shape[1:]):
+            return None
+        offset += t.numel()
+    rows = sum(t.shape[0] for t in tensors)
+    return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
+
+
+def _adapter_terms(module: nn.Module):
+    """The (dropout, lora_A, lora_B, scaling) terms peft's vanilla LoRA forward adds to the base output, in its
+    order; [] for a plain Linear, a disabled or merged adapter; None when the module must be called as it is."""
+    if type(module) is nn.Linear:
+        return []
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(module) is not LoraLinear:
+        return None
+    if module.disable_adapters or module.merged:
+        return None if module.disable_adapters and module.merged else []  # that case unmerges first
+    terms = []
+    for name in module.active_adapters:
+        if name not in module.lora_A.keys():
+            continue
+        if name in module.lora_variant:  # DoRA and the like compute more than B·A·x
+            return None
+        terms.append((module.lora_dropout[name], module.lora_A[name], module.lora_B[name], module.scaling[name]))
+    return terms
+
+
+def _scale_first(lora_b: nn.Module, scaling: float) -> bool:
+    """Whether `lora_B(a · s)` is bit for bit `lora_B(a) · s`: s a power of two (scaling is then exact and
+    commutes with every rounding of the GEMM) and no bias in lora_B (peft's `lora_bias`)."""
+    return math.frexp(scaling)[0] == 0.5 and getattr(lora_b, "bias", None) is None
+
+
+def _with_adapters(module: nn.Module, result: torch.Tensor, x: torch.Tensor, terms) -> torch.Tensor:
+    """peft's vanilla LoRA forward after its base layer: the same operations in the same order, except that a
+    power-of-two scaling multiplies the rank-r activations instead of the [.., out] product: the same values
+    (`_scale_first`), one pass over r instead of `out` columns, forward and backward (α 64 / r 128 = 0.5)."""
+    if not terms:
+        return result
+    dtype = result.dtype
+    cast = getattr(module, "cast_input_dtype_enabled", True)  # peft.helpers.disable_input_dtype_casting
+    for dropout, lora_a, lora_b, scaling in terms:
+        if cast and x.dtype != lora_a.weight.dtype:
+            x = x.to(lora_a.weight.dtype)
+        if _scale_first(lora_b, scaling):
+            result = result + lora_b(lora_a(dropout(x)) * scaling)
+        else:
+            result = result + lora_b(lora_a(dropout(x))) * scaling
+    return result.to(dtype)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Module hooks (ZeRO-3 gathering, accelerate offloading) must see the module called."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def project(h: torch.Tensor, *modules: nn.Module) -> tuple[torch.Tensor, ...]:
+    """(m(h) for m in modules), as one GEMM over the packed weights where that is the same computation (see the
+    module docstring); each output is a view of its columns of the packed output, or its own tensor. A single
+    module (an output projection) runs its base layer as a module and its adapters as `_with_adapters` does."""
+    linears = [_base(m) for m in modules]
+    terms = [_adapter_terms(m) for m in modules]
+    if any(t is None for t in terms) or any(_hooked(m) for m in modules):
+        return tuple(m(h) for m in modules)
+    if len(modules) == 1:
+        return (_with_adapters(modules[0], linears[0](h), h, terms[0]),)
+    grad = torch.is_grad_enabled()
+    weight = _stacked([m.weight for m in linears])
+    if (weight is None or any(_hooked(m) for m in linears)
+            or (grad and any(m.weight.requires_grad for m in linears))):
+        return tuple(m(h) for m in modules)
+    biases = [m.bias for m in linears]
+    bias = None
+    if any(b is not None for b in biases):
+        bias = _stacked(biases)
+        if bias is None or (grad and any(b.requires_grad for b in biases)):
+            return tuple(m(h) for m in modules)
+    out = F.linear(h, weight, bias)
+    pieces = out.split([m.out_features for m in linears], dim=-1)
+    return tuple(_with_adapters(m, piece, h, t) for m, piece, t in zip(modules, pieces, terms))
+
+
+def project_one(h: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """module(h) for a projection outside any group (attention output, MLP down), with its LoRA adapters added
+    as `project` adds them."""
+    return project(h, module)[0]

@@ -1,0 +1,289 @@
+"""Packed sibling projections (rl_dlm/models/packed_projections.py): one GEMM for q/k/v and for gate/up, the same
+outputs, gradients and rollouts as one GEMM per projection, and the module-by-module path wherever packing does
+not hold (trainable base weights, weights moved apart, DoRA)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rl_dlm.models.dream import DreamModel, tiny_dream_config
+from rl_dlm.models.llada import LLaDAModelLM, tiny_llada_config
+from rl_dlm.models.packed_projections import pack_projections, project
+from rl_dlm.models.policy import LoraSettings, add_lora
+from rl_dlm.sampling.semi_ar import SemiARSampler
+
+D = 64
+FF = 80  # MLP width: 2·FF differs from 3·D, so the counts below tell the groups apart
+# A GEMM of another width may order its fp32 sums differently: outputs agree to fp32 rounding, not bit for bit.
+FP32 = dict(atol=1e-5, rtol=1e-5)
+
+
+def llada(seed=0):
+    torch.manual_seed(seed)
+    return LLaDAModelLM(tiny_llada_config(vocab_size=130, d_model=D, n_layers=2, n_heads=4, mlp_hidden_size=FF)).eval()
+
+
+def with_random_adapters(model, dropout=0.0):
+    """LoRA with non-zero B (peft starts B at 0, which would hide the adapter terms)."""
+    model = add_lora(model, LoraSettings(r=4, alpha=8, dropout=dropout))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture
+def linear_calls(monkeypatch):
+    """The output widths of every F.linear call."""
+    widths, real = [], F.linear
+
+    def counted(x, weight, bias=None):
+        widths.append(weight.shape[0])
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(F, "linear", counted)
+    return widths
+
+
+def test_packing_keeps_names_values_and_makes_views():
+    model, ref = llada(), llada()
+    assert pack_projections(model) == 4  # 2 blocks × (q/k/v, gate/up)
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    for (n, p), q in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(p, q), n
+    block = model.model.transformer.blocks[0]
+    assert block.k_proj.weight.data_ptr() == block.q_proj.weight.data_ptr() + D * D * 4
+    assert block.up_proj.weight.data_ptr() == block.ff_proj.weight.data_ptr() + FF * D * 4
+
+
+def test_one_gemm_per_group_and_the_same_logits(linear_calls):
+    model, ref = llada(), llada()
+    pack_projections(model)
+    ids = torch.randint(0, 120, (3, 20))
+    with torch.no_grad():
+        want = ref(ids).logits
+        linear_calls.clear()
+        got = model(ids).logits
+    torch.testing.assert_close(got, want, **FP32)
+    assert linear_calls.count(3 * D) == 2 and linear_calls.count(2 * FF) == 2  # q/k/v, gate/up per block
+    assert D not in linear_calls[:1]  # the first GEMM of block 0 is the packed q/k/v one
+
+
+def test_logits_to_keep_packs_only_k_and_v_in_the_last_block(linear_calls):
+    model, ref = llada(), llada()
+    pack_projections(model)
+    ids = torch.randint(0, 120, (2, 20))
+    with torch.no_grad():
+        want = ref(ids, logits_to_keep=slice(8, 12)).logits
+        linear_calls.clear()
+        got = model(ids, logits_to_keep=slice(8, 12)).logits
+    torch.testing.assert_close(got, want, **FP32)
+    assert linear_calls.count(3 * D) == 1 and linear_calls.count(2 * D) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_outputs_and_gradients_match_peft(dtype):
+    """The adapters are added as peft adds them; the base GEMM is packed, the LoRA weights get the same grads."""
+    model, ref = with_random_adapters(llada().to(dtype)), with_random_adapters(llada().to(dtype))
+    pack_projections(model)
+    ids = torch.randint(0, 120, (2, 16))
+    outs, grads = [], []
+    for m in (model, ref):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits = m(input_ids=ids).logits
+        logits.float().logsumexp(-1).sum().backward()
+        outs.append(logits.detach().float())
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad})
+    tol = dict(**FP32) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(outs[0], outs[1], **tol)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 7 * 2
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5 if dtype == torch.float32 else 2e-2,
+                                   rtol=1e-4 if dtype == torch.float32 else 2e-2, msg=n)
+
+
+def test_lora_dropout_draws_the_same_masks():
+    model = with_random_adapters(llada(), dropout=0.3).train()
+    ref = with_random_adapters(llada(), dropout=0.3).train()
+    pack_projections(model)
+    ids = torch.randint(0, 120, (2, 16))
+    torch.manual_seed(7)
+    got = model(input_ids=ids).logits
+    torch.manual_seed(7)
+    want = ref(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_disabled_and_merged_adapters(linear_calls):
+    model, ref = with_random_adapters(llada()), with_random_adapters(llada())
+    pack_projections(model)
+    ids = torch.randint(0, 120, (2, 16))
+    with torch.no_grad():
+        with model.disable_adapter(), ref.disable_adapter():
+            linear_calls.clear()
+            torch.testing.assert_close(model(input_ids=ids).logits, ref(input_ids=ids).logits, **FP32)
+            assert 3 * D in linear_calls
+        model.merge_adapter()
+        ref.merge_adapter()
+        linear_calls.clear()
+        torch.testing.assert_close(model(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-6, rtol=1e-6)
+        assert 3 * D in linear_calls  # merged in place: the weights are still packed
+
+
+def test_trainable_base_weights_take_the_module_path(linear_calls):
+    """Full fine-tuning: each projection's weight is its own leaf and gets its own gradient."""
+    model, ref = llada(), llada()
+    pack_projections(model)
+    ids = torch.randint(0, 120, (2, 16))
+    linear_calls.clear()
+    model(ids).logits.sum().backward()
+    ref(ids).logits.sum().backward()
+    assert 3 * D not in linear_calls
+    for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    with torch.no_grad():  # the same weights with autograd off: packed again
+        linear_calls.clear()
+        model(ids)
+    assert 3 * D in linear_calls
+
+
+def test_weights_moved_apart_take_the_module_path(linear_calls):
+    model = llada()
+    pack_projections(model)
+    block = model.model.transformer.blocks[0]
+    block.k_proj.weight.data = block.k_proj.weight.data.clone()  # what a device move or ZeRO-3 does
+    h = torch.randn(2, 5, D)
+    linear_calls.clear()
+    with torch.no_grad():
+        q, k, v = project(h, block.q_proj, block.k_proj, block.v_proj)
+        gate, up = project(h, block.ff_proj, block.up_proj)
+    assert linear_calls == [D, D, D, 2 * FF]
+    torch.testing.assert_close(k, block.k_proj(h), **FP32)
+
+
+def test_dora_takes_the_module_path(linear_calls):
+    from peft import LoraConfig, get_peft_model
+
+    model = llada()
+    pack_projections(model)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj"], use_dora=True))
+    linear_calls.clear()
+    with torch.no_grad():
+        model(input_ids=torch.randint(0, 120, (1, 8)))
+    assert 3 * D not in linear_calls and 2 * FF in linear_calls
+
+
+def test_dream_gqa_with_biases():
+    torch.manual_seed(0)
+    model = DreamModel(tiny_dream_config()).eval()
+    ref = copy.deepcopy(model)
+    for p in ref.parameters():  # deepcopy keeps shared storages: give the reference its own
+        p.data = p.data.clone()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.normal_()
+                dict(ref.named_parameters())[n].copy_(p)
+    assert pack_projections(model) == 4
+    ids = torch.randint(0, 120, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(ids).logits, **FP32)
+
+
+def test_rollout_tokens_match(tokenizer):
+    def policy(pack):
+        torch.manual_seed(0)
+        from tests.conftest import make_tiny_policy
+
+        p = make_tiny_policy(tokenizer, lora=True)
+        if pack:
+            pack_projections(p.model)
+        return p
+
+    sampler = SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9)
+    prompt = torch.tensor([[5, 6, 7, 8], [0, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    seeds = torch.tensor([3, 4])
+    runs = [sampler.sample(policy(pack), prompt, mask, seeds) for pack in (True, False)]
+    assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+
+
+def test_saved_and_reloaded(tmp_path):
+    model, ref = llada(), llada()
+    pack_projections(model)
+    model.save_pretrained(tmp_path)
+    back = LLaDAModelLM.from_pretrained(tmp_path).eval()
+    for (n, p), q in zip(back.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(p, q), n
+
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_load_policy_packs_unless_told_not_to(fused):
+    from rl_dlm.models.packed_projections import _stacked
+    from rl_dlm.models.policy import load_policy
+    from tests.conftest import EMBEDDED
+
+    policy = load_policy(EMBEDDED, lora=LoraSettings(r=4, alpha=8, dropout=0.0), fused_projections=fused)
+    block = policy.model.get_base_model().model.transformer.blocks[0]
+    weights = [getattr(block, n).base_layer.weight for n in ("q_proj", "k_proj", "v_proj")]
+    assert (_stacked(weights) is not None) == fused
+
+
+def test_the_trainer_knob_is_checked_and_free_on_resume():
+    from rl_dlm.checkpoint import FREE_KEYS
+    from rl_dlm.trainers.base import RLConfig
+
+    assert RLConfig().fused_projections is True and "fused_projections" in FREE_KEYS
+    with pytest.raises((TypeError, ValueError), match="fused_projections"):
+        RLConfig(fused_projections="yes")
+
+
+@pytest.mark.parametrize("alpha,lora_bias", [(8, False), (6, False), (8, True)])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_single_adapted_projection_is_bit_identical_to_peft(alpha, lora_bias, autocast):
+    """attn_out / ff_out / o_proj / down_proj: the base layer called as a module, the adapters added as peft adds
+    them; a power-of-two scaling (α 8 / r 4 = 2) applied to the rank-r activations gives the same bits."""
+    from peft import LoraConfig, get_peft_model
+
+    from rl_dlm.models.packed_projections import project_one
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(D, 48))
+    net = get_peft_model(net, LoraConfig(r=4, lora_alpha=alpha, target_modules=["0"], lora_bias=lora_bias))
+    layer = net.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    x = torch.randn(3, 7, D, requires_grad=True)
+    results = []
+    for call in (layer, lambda h: project_one(h, layer)):
+        x.grad = None
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = call(x)
+        (y.float() * torch.linspace(-1, 1, 48)).sum().backward()
+        results.append([y, x.grad] + [p.grad for p in layer.parameters() if p.requires_grad])
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
+
+
+def test_hooked_projections_are_called_as_modules(linear_calls):
+    """ZeRO-3 and accelerate's offloading gather a module's weights in its hooks: they must run."""
+    model = llada()
+    pack_projections(model)
+    block = model.model.transformer.blocks[0]
+    seen = []
+    block.k_proj.register_forward_pre_hook(lambda module, args: seen.append("k"))
+    block.attn_out.register_forward_pre_hook(lambda module, args: seen.append("out"))
+    with torch.no_grad():
+        project(torch.randn(1, 3, D), block.q_proj, block.k_proj, block.v_proj)
+    assert seen == ["k"] and linear_calls == [D, D, D]
+    with torch.no_grad():
+        model(torch.randint(0, 120, (1, 5)))
+    assert seen.count("out") == 1
