@@ -12,8 +12,8 @@ checks that both give the same tokens and log-probs. Each replaced piece, as it 
   float64 noise buffers per row (`previous_semi_ar_sample`);
 - peft's cast of every adapted layer's input to fp32 under bf16 autocast in eval mode (`previous_paths` keeps
   it): now skipped where autocast undoes it;
-- one GEMM per projection (`separate_projections`, and `previous_paths(policy)`): now q/k/v and gate/up run as
-  one GEMM each over packed weights (rl_dlm/models/packed_projections.py).
+- one GEMM per projection and peft's own LoRA forward (`unfused_projections`, and `previous_paths(policy)`):
+  now q/k/v and gate/up run as one GEMM each and LoRA takes fewer passes (rl_dlm/models/fused_projections.py).
 
     with previous_paths(policy):
         rollout = previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), prompt_ids, prompt_mask, seeds)
@@ -28,7 +28,7 @@ from torch import Tensor
 import rl_dlm.models.dream as dream_module
 import rl_dlm.models.llada as llada_module
 import rl_dlm.models.policy as policy_module
-from rl_dlm.models.packed_projections import pack_projections
+from rl_dlm.models.fused_projections import fuse_projections, unfuse_projections
 from rl_dlm.components import Rollout
 from rl_dlm.sampling.rollout import start_canvas
 from rl_dlm.sampling.semi_ar import commit_top_k, transfer_counts
@@ -75,30 +75,24 @@ def lora_input_casts_kept(model, device_type: str):
 
 
 @contextlib.contextmanager
-def separate_projections(policy):
-    """Each projection on weights of its own, so each runs as its own GEMM (the path before packing); packed
-    again on exit. The policy's CUDA graphs are dropped both ways: they read the weights where they were."""
+def unfused_projections(policy):
+    """Each projection on weights of its own and called as a module (`unfuse_projections`, the path before
+    rl_dlm/models/fused_projections.py); fused again on exit. The policy's CUDA graphs are dropped both ways:
+    they read the weights where they were."""
     policy.graphs.reset()
-    with torch.no_grad():
-        for module in policy.model.modules():
-            for names in getattr(module, "packed_projections", ()):
-                for name in names:
-                    linear = getattr(getattr(module, name), "base_layer", getattr(module, name))
-                    for p in (linear.weight, linear.bias):
-                        if p is not None:
-                            p.data = p.data.clone()
+    unfuse_projections(policy.model)
     try:
         yield
     finally:
         policy.graphs.reset()
-        pack_projections(policy.model)
+        fuse_projections(policy.model)
 
 
 @contextlib.contextmanager
 def previous_paths(policy=None):
     """Run the native models with the textbook RoPE and RMSNorm, peft's input casts always on and, given the
-    policy, one GEMM per projection (all restored on exit)."""
-    with separate_projections(policy) if policy is not None else contextlib.nullcontext(), _textbook_kernels():
+    policy, its projections unfused (all restored on exit)."""
+    with unfused_projections(policy) if policy is not None else contextlib.nullcontext(), _textbook_kernels():
         yield
 
 

@@ -13,8 +13,9 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
 - `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling);
-- `*_unpacked`: the base forward, its batch-size-1 graph and the checkpointed update with one GEMM per projection,
-  as before rl_dlm/models/packed_projections.py (everything else runs packed, as `rl-dlm train` does).
+- `*_unfused`: the forwards (base and LoRA), their batch-size-1 graphs and the checkpointed update with each
+  projection called as its own module, as before rl_dlm/models/fused_projections.py (everything else runs
+  fused, as `rl-dlm train` does).
 
 FLOPs are counted as bench/stage_meter.py does (2·N per token forwarded, LM head on the kept positions only,
 attention not counted); an update with checkpointing counts 6·N per token (forward, recompute, input gradients),
@@ -36,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.previous_paths import separate_projections  # noqa: E402
+from bench.previous_paths import unfused_projections  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, graphs, sync  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
@@ -170,9 +171,9 @@ def main():
     save()
     res["graphs_base"] = [graph_entry(1), graph_entry(rows[0])]
     save()
-    with separate_projections(policy):  # one GEMM per projection, as before packed_projections.py
-        res["forward_base_unpacked"] = [forward_entry(r) for r in rows]
-        res["graphs_base_unpacked"] = [graph_entry(1)]
+    with unfused_projections(policy):  # each projection its own module, as before fused_projections.py
+        res["forward_base_unfused"] = [forward_entry(r) for r in rows]
+        res["graphs_base_unfused"] = [graph_entry(1)]
     save()
 
     model = policy.model = add_lora(model, LoraSettings(r=128, alpha=64, dropout=0.0))
@@ -186,6 +187,10 @@ def main():
     res["forward_lora"] = [forward_entry(r) for r in rows]
     save()
     res["graphs_lora"] = [graph_entry(1), graph_entry(rows[0])]
+    save()
+    with unfused_projections(policy):
+        res["forward_lora_unfused"] = [forward_entry(rows[0])]
+        res["graphs_lora_unfused"] = [graph_entry(1)]
     save()
 
     def update(r: int, checkpointing: bool):
@@ -218,8 +223,8 @@ def main():
         return entry
 
     res["update"] = [update(6, True), update(6, False), update(12, True)]
-    with separate_projections(policy):
-        res["update_unpacked"] = [update(6, True)]
+    with unfused_projections(policy):
+        res["update_unfused"] = [update(6, True)]
     model.gradient_checkpointing_disable()
     save()
 

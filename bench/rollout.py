@@ -16,9 +16,10 @@ mode) on every projection and bf16 autocast, as `rl-dlm train` with `bf16: true`
 A mode with `+graphs` (`dual+graphs`, `none+graphs`) runs the same sampler with its forwards replayed from CUDA
 graphs, as `rl-dlm train` does with `cuda_graphs: true` (rl_dlm/models/cuda_graphs.py): after two untimed
 rollouts that capture every window, and with the fraction of tokens equal to the eager mode's (1.0 expected).
-A mode with `+unpacked` (`none+unpacked`, `none+graphs+unpacked`) runs each projection as its own GEMM, as
-before rl_dlm/models/packed_projections.py (the default here, as in `rl-dlm train`, packs q/k/v and gate/up);
-with the fraction of tokens equal to the packed mode's (1.0 expected, up to rounding ties).
+A mode with `+unfused` (`none+unfused`, `none+graphs+unfused`) calls each projection as its own module (one GEMM
+each, peft's own LoRA forward), as before rl_dlm/models/fused_projections.py (the default here, as in
+`rl-dlm train`, fuses them); the fused mode then records its speed-up over it and the fraction of tokens both
+draw alike (1.0 expected, up to rounding ties).
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
 rate measured at start-up.
 
@@ -43,12 +44,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.previous_paths import (FullLogitsPolicy, previous_paths, previous_semi_ar_sample,  # noqa: E402
-                                  separate_projections)
+                                  unfused_projections)
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
-from rl_dlm.models.packed_projections import pack_projections  # noqa: E402
+from rl_dlm.models.fused_projections import fuse_projections  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, Policy, add_lora  # noqa: E402
 from rl_dlm.sampling.cached import CachedSemiARSampler  # noqa: E402
 from rl_dlm.sampling.semi_ar import SemiARSampler  # noqa: E402
@@ -66,7 +67,7 @@ def build_policy(shape: dict, device: str) -> Policy:
     with torch.device(device):
         model = LLaDAModelLM(LLaDAConfig(**shape)).eval()
     torch.set_default_dtype(torch.float32)
-    pack_projections(model)  # as load_policy does (fused_projections); "+unpacked" modes separate them again
+    fuse_projections(model)  # as load_policy does (fused_projections); "+unfused" modes undo it
     family = Family("llada", shape["mask_token_id"], 126348 if shape is LLADA_8B else 502, shape["pad_token_id"],
                     shift_logits=False)
     return Policy(model, tokenizer=None, family=family)
@@ -158,11 +159,11 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
 
 
 def mode_parts(mode: str) -> tuple[str, set[str]]:
-    """"dual+graphs+unpacked" → ("dual", {"graphs", "unpacked"})."""
+    """"dual+graphs+unfused" → ("dual", {"graphs", "unfused"})."""
     sampler, *flags = mode.split("+")
-    unknown = set(flags) - {"graphs", "unpacked"}
+    unknown = set(flags) - {"graphs", "unfused"}
     if unknown:
-        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs and/or +unpacked")
+        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs and/or +unfused")
     return sampler, set(flags)
 
 
@@ -186,7 +187,7 @@ def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: i
 def make_sampler(mode: str, **common):
     """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block;
     "<mode>+graphs" is the same sampler with its forwards replayed from CUDA graphs (`Policy.cuda_graphs`),
-    "<mode>+unpacked" with one GEMM per projection."""
+    "<mode>+unfused" with each projection called as its own module."""
     mode = mode_parts(mode)[0]
     if mode == "none":
         return SemiARSampler(**common)
@@ -242,7 +243,7 @@ def main():
         """One timed rollout of mode m after `warmups` untimed ones → (metrics, completion ids; None when only
         the first steps were timed)."""
         sampler_name, flags = mode_parts(m)
-        with separate_projections(policy) if "unpacked" in flags else contextlib.nullcontext():
+        with unfused_projections(policy) if "unfused" in flags else contextlib.nullcontext():
             for _ in range(warmups):
                 run_as_is(m, sampler_name, "graphs" in flags, previous)
             return run_as_is(m, sampler_name, "graphs" in flags, previous)
@@ -289,12 +290,12 @@ def main():
     for m, r in results.items():
         if exact is not None and ids[m] is not None:
             r["token_agreement_with_exact"] = round((ids[m] == exact).float().mean().item(), 4)
-        packed = m.replace("+unpacked", "")
+        packed = m.replace("+unfused", "")
         if packed != m and packed in results:  # the speed-up of packing, measured in this run
-            results[packed]["speedup_vs_unpacked"] = round(results[packed]["generated_tokens_per_s"]
+            results[packed]["speedup_vs_unfused"] = round(results[packed]["generated_tokens_per_s"]
                                                            / r["generated_tokens_per_s"], 3)
             if ids[m] is not None and ids[packed] is not None:
-                results[packed]["token_agreement_with_unpacked"] = round(
+                results[packed]["token_agreement_with_unfused"] = round(
                     (ids[m] == ids[packed]).float().mean().item(), 4)
     base = results.get("none", {}).get("generated_tokens_per_s")
     if base:

@@ -9,6 +9,7 @@ scored; MDPO keeps its μ = 1; two micro-batches per inner iteration), and recor
     python bench/structural_fingerprint.py              # compare against bench/results/structural_fingerprint.json
     python bench/structural_fingerprint.py --write      # record a new fingerprint (names the current commit)
     python bench/structural_fingerprint.py --algos gdpo # one algorithm
+    python bench/structural_fingerprint.py --unfused    # fused_projections=false against ..._unfused.json
 
 tests/test_structural_fingerprint.py runs the comparison. Floats are compared through their JSON form
 (`repr`, which round-trips exactly), so "equal" means bit-identical.
@@ -26,6 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = ROOT / "bench" / "results" / "structural_fingerprint.json"
+# The same runs with `fused_projections=false`: each projection called as its own module, the code path before
+# rl_dlm/models/fused_projections.py (and the one ZeRO-3 and full fine-tuning take). Recorded at 2129d50, before
+# fusion existed; the unfused path must keep reproducing it.
+UNFUSED = ["fused_projections=false"]
+FINGERPRINT_UNFUSED = ROOT / "bench" / "results" / "structural_fingerprint_unfused.json"
 ROLLOUT_BATCHES = 3
 ALGOS = {  # algorithm → its overrides: μ and the knobs that keep its path short
     "diffu_grpo": ["num_iterations=2"],
@@ -109,14 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="record a new fingerprint instead of comparing")
     parser.add_argument("--algos", nargs="*", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument("--unfused", action="store_true", help="the fused_projections=false fingerprint")
     args = parser.parse_args(argv)
-    got = fingerprint(args.algos)
+    path, extra = (FINGERPRINT_UNFUSED, UNFUSED) if args.unfused else (FINGERPRINT, [])
+    got = fingerprint(args.algos, extra)
     if args.write:
-        FINGERPRINT.write_text(json.dumps({"commit": _commit(), "rollout_batches": ROLLOUT_BATCHES,
-                                           "overrides": {"all": SMALL, **ALGOS}, "history": got}, indent=1) + "\n")
-        print(f"wrote {FINGERPRINT}")
+        path.write_text(json.dumps({"commit": _commit(), "rollout_batches": ROLLOUT_BATCHES,
+                                    "overrides": {"all": SMALL + extra, **ALGOS}, "history": got}, indent=1) + "\n")
+        print(f"wrote {path}")
         return 0
-    expected = json.loads(FINGERPRINT.read_text())
+    expected = json.loads(path.read_text())
     diff = differences(expected["history"], got)
     print("\n".join(diff) if diff else f"bit-identical to the fingerprint of {expected['commit']}")
     return 1 if diff else 0

@@ -27,7 +27,7 @@ Deliberate deviations from the official code
 
 Speed: as LLaDA's (rl_dlm/models/llada.py): `logits_to_keep` also trims the last layer to the kept queries,
 outside autograd RoPE and RMSNorm take fewer elementwise passes with bit-identical results, and packed q/k/v
-and gate/up weights run as one GEMM each (rl_dlm/models/packed_projections.py).
+and gate/up weights run as one GEMM each, LoRA in fewer passes (rl_dlm/models/fused_projections.py).
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_dream.py -q`
 """
@@ -45,7 +45,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.llada import kept_positions, scale_into_dtype
-from rl_dlm.models.packed_projections import project, project_one
+from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
@@ -122,7 +122,7 @@ class DreamRMSNorm(nn.Module):
 
 
 class DreamAttention(nn.Module):
-    packed_projections = (("q_proj", "k_proj", "v_proj"),)  # rl_dlm/models/packed_projections.py
+    projection_groups = (("q_proj", "k_proj", "v_proj"), ("o_proj",))  # rl_dlm/models/fused_projections.py
 
     def __init__(self, config: DreamConfig, layer_idx: int):
         super().__init__()
@@ -140,7 +140,7 @@ class DreamAttention(nn.Module):
         if keep is None:  # one GEMM where the weights are packed
             q, k, v = project(h, self.q_proj, self.k_proj, self.v_proj)
         else:
-            q, (k, v) = self.q_proj(h[:, keep]), project(h, self.k_proj, self.v_proj)
+            q, (k, v) = project_one(h[:, keep], self.q_proj), project(h, self.k_proj, self.v_proj)
         Lq = q.shape[1]
         q = q.view(B, Lq, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
         k = k.view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
@@ -159,7 +159,7 @@ class DreamAttention(nn.Module):
 
 
 class DreamMLP(nn.Module):
-    packed_projections = (("gate_proj", "up_proj"),)
+    projection_groups = (("gate_proj", "up_proj"), ("down_proj",))
 
     def __init__(self, config: DreamConfig):
         super().__init__()

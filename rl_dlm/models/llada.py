@@ -38,8 +38,9 @@ Speed (outputs equal to the textbook code, tests/test_exact_speedups.py; bench/p
     - Outside autograd, RoPE and RMSNorm round to the activation dtype as they store (RoPE half by half):
       ~22 instead of ~52 bytes per element for RoPE in bf16, bit-identical. Under autograd: the textbook code
       (RoPE: rl_dlm/models/rope.py).
-    - q/k/v and ff_proj/up_proj run as one GEMM each where their weights are packed and frozen
-      (rl_dlm/models/packed_projections.py; `load_policy` packs them): outputs equal to rounding.
+    - q/k/v and ff_proj/up_proj run as one GEMM each where their weights are packed and frozen, and LoRA
+      adapters take fewer passes (rl_dlm/models/fused_projections.py; `load_policy` fuses them): outputs equal
+      to rounding.
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_llada.py -q`
 """
@@ -57,7 +58,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
-from rl_dlm.models.packed_projections import project, project_one
+from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.rope import apply_rope, needs_grad, query_rope, rope_cos_sin
 
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "tiny_llada_config"]
@@ -197,7 +198,8 @@ def kept_positions(logits_to_keep: int | slice | None) -> slice | None:
 class LLaDABlock(GradientCheckpointingLayer):
     """Official LLaDALlamaBlock (pre-norm attention + SwiGLU-style MLP with plain SiLU)."""
 
-    packed_projections = (("q_proj", "k_proj", "v_proj"), ("ff_proj", "up_proj"))  # packed_projections.py
+    # siblings run as one GEMM, every projection with LoRA's fused adapter path (fused_projections.py)
+    projection_groups = (("q_proj", "k_proj", "v_proj"), ("ff_proj", "up_proj"), ("attn_out",), ("ff_out",))
 
     def __init__(self, config: LLaDAConfig, layer_idx: int):
         super().__init__()
@@ -221,10 +223,10 @@ class LLaDABlock(GradientCheckpointingLayer):
         [B, |keep|, d] for the query positions `keep` (every position still supplies keys and values)."""
         cfg = self.config
         B, L, _ = h.shape
-        if keep is None:  # one GEMM where the weights are packed (rl_dlm/models/packed_projections.py)
+        if keep is None:  # one GEMM where the weights are packed (rl_dlm/models/fused_projections.py)
             q, k, v = project(h, self.q_proj, self.k_proj, self.v_proj)
         else:
-            q, (k, v) = self.q_proj(h[:, keep]), project(h, self.k_proj, self.v_proj)
+            q, (k, v) = project_one(h[:, keep], self.q_proj), project(h, self.k_proj, self.v_proj)
         Lq = q.shape[1]
         q = q.view(B, Lq, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [B, H, Lq, hd]
         k = k.view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)

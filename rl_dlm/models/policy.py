@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
-from rl_dlm.models.packed_projections import pack_projections
+from rl_dlm.models.fused_projections import fuse_projections
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
 
@@ -305,8 +305,9 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     (it must be bidirectional, `is_causal=False`). Anything else needs `trust_remote_code=True` and `family`.
     `load_in_4bit` quantises the base weights with bitsandbytes (CUDA only). `check_alignment` runs
     `probe_alignment` on a chat-formatted text: it raises only when the opposite alignment is clearly better.
-    `fused_projections` packs the native models' q/k/v and gate/up weights so each group runs as one GEMM
-    (rl_dlm/models/packed_projections.py: same names, same LoRA targets, outputs equal to rounding).
+    `fused_projections` packs the native models' q/k/v and gate/up weights so each group runs as one GEMM, and
+    gives LoRA adapters a path with fewer passes (rl_dlm/models/fused_projections.py: same names, same LoRA
+    targets, outputs equal to rounding).
     """
     import rl_dlm.models.dream  # noqa: F401  (registers the native classes with the Auto API)
     import rl_dlm.models.llada  # noqa: F401
@@ -328,7 +329,7 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
             model.to(device)
         tokenizer = tokenizer or load_tokenizer(name_or_path, spec, trust_remote_code)
     if fused_projections:
-        pack_projections(model)  # on the final device: a later move onto another one unpacks them again
+        fuse_projections(model)  # on the final device: a later move onto another one unpacks them again
     family = family or family_of(model, tokenizer)
     check_family(model, family)
     if tokenizer.mask_token_id is None:  # LLaDA's tokenizer does not set it; downstream text tools need it

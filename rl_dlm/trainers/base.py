@@ -91,8 +91,8 @@ class RLConfig:
     # replay the rollouts' unpadded forwards from CUDA graphs: the same logits, far fewer kernel launches
     # (rl_dlm/models/cuda_graphs.py; CUDA only, costs one forward's activations plus each window's logits)
     cuda_graphs: bool = True
-    # run each block's q/k/v and gate/up projections as one GEMM each where the base weights are frozen
-    # (rl_dlm/models/packed_projections.py: the same modules and LoRA targets, outputs equal to rounding)
+    # q/k/v and gate/up as one GEMM each where the base weights are frozen, LoRA in fewer passes
+    # (rl_dlm/models/fused_projections.py: the same modules and LoRA targets, outputs equal to rounding)
     fused_projections: bool = True
     # logging and checkpoints
     logging_steps: int = 1

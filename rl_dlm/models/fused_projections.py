@@ -1,40 +1,44 @@
-"""Sibling projections that read the same input run as one GEMM: q/k/v, and the MLP's gate/up.
+"""Fused projection kernels: sibling projections as one GEMM (q/k/v, gate/up) and LoRA folded into fewer passes.
 
 What it does
     A block's q, k and v projections (and its gate and up projections) all multiply the same normed states h. At
     a rollout's 12–64 rows × 456 tokens, and far more at batch size 1, one [M, d] × [d, 3d] GEMM keeps the GPU
     busier than three [M, d] × [d, d] ones (more tiles per wave, one launch instead of three), and in the update
-    one input-gradient GEMM replaces three. `pack_projections(model)` re-lays each group's weights (and biases)
-    into one contiguous buffer after loading, each projection's `weight` becoming a view of its rows, so the
-    modules, their names, checkpoints and LoRA targets are unchanged (`q_proj` is still a module peft can wrap).
-    `project(h, *modules)` then runs the group as one GEMM whenever that is the same computation:
-    - the base weights are still views of one buffer, in order (`.to()` onto another device, ZeRO-3
-      partitioning or 4-bit weights undo or prevent that: each module is then called as before);
+    one input-gradient GEMM replaces three. `fuse_projections(model)` (`load_policy` calls it unless
+    `fused_projections: false`) marks each projection a native model declares (`projection_groups`) and
+    re-lays each group's weights (and biases) into one buffer, each projection's `weight` a view of its rows:
+    the modules, their names, checkpoints and LoRA targets are unchanged (`q_proj` is still a module peft wraps).
+    `project(h, *modules)` then runs a group as one GEMM where that is the same computation:
+    - the base weights are still views of one buffer, in order (`.to()` onto another device or ZeRO-3
+      partitioning undoes that; 4-bit weights are never packed): otherwise each module is called as before;
     - no base weight needs a gradient (frozen under LoRA, or no autograd), since the buffer is not a leaf;
-    - each module is a plain `nn.Linear`, or peft's LoRA `Linear` in its vanilla form (no DoRA-style variant, no
-      per-row adapter names, not merged while disabled). Its adapters are then added to its slice of the
-      output as peft's own forward adds them: `result + lora_B(lora_A(dropout(x))) * scaling`, adapter by
-      adapter, with peft's input cast, then cast back to the base output's dtype. Dropout masks are drawn in
-      the same order as calling the modules one by one;
-    - no module of the group has hooks (ZeRO-3 and accelerate's offloading gather weights in them).
-    A power-of-two LoRA scaling (α 64 / r 128 = 0.5, every recipe's) multiplies the rank-r activations instead
-    of their [.., out] product, `lora_B(lora_A(x) · s)`: bit-identical (scaling by 2^k is exact and commutes
-    with the GEMM's roundings), one elementwise pass over r instead of `out` columns in the forward and in the
-    backward. `project_one` gives the projections outside a group (attention output, MLP down) that path too.
+    - each module is a plain `nn.Linear` or peft's LoRA `Linear` in its vanilla form (no DoRA-style variant, not
+      merged while disabled), and none has hooks (ZeRO-3 and accelerate's offloading gather weights in them).
+    Adapters are added to each projection's output as peft's forward adds them (`result + lora_B(lora_A(
+    dropout(x))) * scaling`, adapter by adapter, peft's input cast, dropout masks drawn in the same order),
+    with two changes:
+    - a power-of-two scaling (α 64 / r 128 = 0.5, every recipe's) multiplies the rank-r activations instead of
+      the [.., out] product, `lora_B(lora_A(x) · s)`: bit-identical (scaling by 2^k is exact and commutes with
+      the GEMM's roundings), one elementwise pass over r instead of `out` columns, forward and backward;
+    - outside autograd (rollouts, old and reference log-probs) lora_B's product is accumulated into the base
+      output by its own GEMM (`addmm_`, β = 1): two passes over the output fewer per adapter.
+    `project_one` gives the projections without a sibling (attention output, MLP down) the adapter path.
 
 Exactness
-    Each output element is the same dot product over d as before, and the LoRA terms are bit-identical to peft's,
-    but a GEMM of a different width may split or order its reduction differently, so outputs agree to fp32
-    rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does. Sampled tokens are the same
-    unless two candidates tie within that rounding. `tests/models/test_packed_projections.py` checks logits,
-    gradients and whole rollouts against the unpacked model. `fused_projections: false` (RLConfig) keeps the
-    one-GEMM-per-projection path.
+    Each output element is the same dot product over d, and under autograd the LoRA terms are bit-identical to
+    peft's; but a GEMM of another width may order its reduction differently, and the no-grad accumulation
+    rounds base + LoRA once instead of twice, so outputs agree to fp32 rounding in fp32 and to bf16 rounding in
+    bf16, as a change of batch size does; sampled tokens are the same unless two candidates tie within that
+    rounding. tests/models/test_fused_projections.py checks logits, gradients and rollouts against the modules
+    called one by one. `fused_projections: false` (RLConfig) or `unfuse_projections(model)` gives back that
+    path bit for bit (the structural fingerprint of the six algorithms before fusion, bench/
+    structural_fingerprint.py with `fused_projections=false`).
 
 Why our own code: transformers fuses projections only in checkpoints that ship fused weights (Phi-3, GPT-2)
 and peft adapts fused layers only as one module; LLaDA and Dream ship separate projections that users target
 separately.
 
-    pack_projections(model)                       # once, after loading onto its device, before or after LoRA
+    fuse_projections(model)                       # once, after loading onto its device, before or after LoRA
     q, k, v = project(h, block.q_proj, block.k_proj, block.v_proj)
     out = project_one(att, block.attn_out)
 """
@@ -46,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["pack_projections", "project", "project_one"]
+__all__ = ["fuse_projections", "project", "project_one", "unfuse_projections"]
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -54,22 +58,31 @@ def _base(module: nn.Module) -> nn.Module:
 
 
 def _groups(model: nn.Module):
-    """(parent, child names) for every group a native module declares in `packed_projections`."""
+    """(parent, child names) for every group a native module declares in `projection_groups` (a one-name group
+    is a projection with no sibling: attention output, MLP down)."""
     for parent in model.modules():
-        for names in getattr(parent, "packed_projections", ()):
+        for names in getattr(parent, "projection_groups", ()):
             yield parent, names
 
 
-def pack_projections(model: nn.Module) -> int:
-    """Re-lays each declared group's weights (and biases) into one buffer on their device; returns how many
-    groups were packed. Groups of anything but same-dtype, same-device plain `nn.Linear`s are left alone. Extra
-    memory: one group's weights for the moment of its copy."""
+FUSED = "rl_dlm_fused"  # set on each base Linear that `project` may run its own way
+
+
+def fuse_projections(model: nn.Module) -> int:
+    """Marks every declared projection for `project`'s fused paths and re-lays each group's weights (and
+    biases) into one buffer on their device; returns how many multi-projection groups were packed. Groups of
+    anything but same-dtype, same-device plain `nn.Linear`s are left as they are (and unmarked). Extra memory:
+    one group's weights for the moment of its copy."""
     packed = 0
     for parent, names in _groups(model):
         linears = [_base(getattr(parent, n)) for n in names]
         w0 = linears[0].weight
         if any(type(m) is not nn.Linear or m.weight.dtype != w0.dtype or m.weight.device != w0.device
                or m.in_features != linears[0].in_features or m.weight.is_meta for m in linears):
+            continue
+        for m in linears:
+            setattr(m, FUSED, True)
+        if len(linears) == 1:
             continue
         with torch.no_grad():
             for attr in ("weight", "bias"):
@@ -83,6 +96,19 @@ def pack_projections(model: nn.Module) -> int:
                     row += t.shape[0]
         packed += 1
     return packed
+
+
+def unfuse_projections(model: nn.Module) -> None:
+    """The inverse of `fuse_projections`: every projection on weights of its own and called as a module (the code
+    path before fusion, which `fused_projections: false` keeps)."""
+    with torch.no_grad():
+        for parent, names in _groups(model):
+            for m in (_base(getattr(parent, n)) for n in names):
+                if getattr(m, FUSED, False):
+                    delattr(m, FUSED)
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p.data = p.data.clone()
 
 
 def _stacked(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
@@ -128,9 +154,11 @@ def _scale_first(lora_b: nn.Module, scaling: float) -> bool:
 
 
 def _with_adapters(module: nn.Module, result: torch.Tensor, x: torch.Tensor, terms) -> torch.Tensor:
-    """peft's vanilla LoRA forward after its base layer: the same operations in the same order, except that a
-    power-of-two scaling multiplies the rank-r activations instead of the [.., out] product: the same values
-    (`_scale_first`), one pass over r instead of `out` columns, forward and backward (α 64 / r 128 = 0.5)."""
+    """peft's vanilla LoRA forward after its base layer: the same operations in the same order, except that
+    - a power-of-two scaling multiplies the rank-r activations instead of the [.., out] product: the same values
+      (`_scale_first`), one pass over r instead of `out` columns, forward and backward (α 64 / r 128 = 0.5);
+    - outside autograd, `lora_B`'s product is accumulated into the base output by the GEMM itself
+      (`_accumulated`): two passes over the output fewer, one rounding instead of two."""
     if not terms:
         return result
     dtype = result.dtype
@@ -138,11 +166,30 @@ def _with_adapters(module: nn.Module, result: torch.Tensor, x: torch.Tensor, ter
     for dropout, lora_a, lora_b, scaling in terms:
         if cast and x.dtype != lora_a.weight.dtype:
             x = x.to(lora_a.weight.dtype)
+        a = lora_a(dropout(x))
+        if _accumulated(result, a, lora_b, scaling):
+            continue
         if _scale_first(lora_b, scaling):
-            result = result + lora_b(lora_a(dropout(x)) * scaling)
+            result = result + lora_b(a * scaling)
         else:
-            result = result + lora_b(lora_a(dropout(x))) * scaling
+            result = result + lora_b(a) * scaling
     return result.to(dtype)
+
+
+def _accumulated(result: torch.Tensor, a: torch.Tensor, lora_b: nn.Module, scaling: float) -> bool:
+    """result += scaling · a @ lora_Bᵀ as one in-place GEMM (β = 1 in its epilogue), where that needs no autograd
+    and result has a matrix view; False (nothing done) otherwise. lora_B's weight is cast to result's dtype, as
+    autocast casts it for the module call."""
+    if torch.is_grad_enabled() and (result.requires_grad or a.requires_grad or lora_b.weight.requires_grad):
+        return False
+    if a.dtype != result.dtype or getattr(lora_b, "bias", None) is not None or _hooked(lora_b):
+        return False
+    try:
+        out2d = result.view(-1, result.shape[-1])
+    except RuntimeError:  # not viewable as a matrix: the module path
+        return False
+    out2d.addmm_(a.reshape(-1, a.shape[-1]), lora_b.weight.to(result.dtype).t(), alpha=scaling)
+    return True
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -155,6 +202,8 @@ def project(h: torch.Tensor, *modules: nn.Module) -> tuple[torch.Tensor, ...]:
     module docstring); each output is a view of its columns of the packed output, or its own tensor. A single
     module (an output projection) runs its base layer as a module and its adapters as `_with_adapters` does."""
     linears = [_base(m) for m in modules]
+    if not all(getattr(m, FUSED, False) for m in linears):
+        return tuple(m(h) for m in modules)
     terms = [_adapter_terms(m) for m in modules]
     if any(t is None for t in terms) or any(_hooked(m) for m in modules):
         return tuple(m(h) for m in modules)

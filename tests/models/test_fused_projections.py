@@ -1,6 +1,7 @@
-"""Packed sibling projections (rl_dlm/models/packed_projections.py): one GEMM for q/k/v and for gate/up, the same
-outputs, gradients and rollouts as one GEMM per projection, and the module-by-module path wherever packing does
-not hold (trainable base weights, weights moved apart, DoRA)."""
+"""Fused projections (rl_dlm/models/fused_projections.py): one GEMM for q/k/v and for gate/up and LoRA in fewer
+passes, with the same outputs, gradients and rollouts as the modules called one by one (bit for bit where the
+docstring says so, to rounding elsewhere), and the module-by-module path wherever fusion does not hold
+(trainable base weights, weights moved apart, hooks, DoRA, `fused_projections: false`)."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from rl_dlm.models.dream import DreamModel, tiny_dream_config
 from rl_dlm.models.llada import LLaDAModelLM, tiny_llada_config
-from rl_dlm.models.packed_projections import pack_projections, project
+from rl_dlm.models.fused_projections import fuse_projections, project
 from rl_dlm.models.policy import LoraSettings, add_lora
 from rl_dlm.sampling.semi_ar import SemiARSampler
 
@@ -37,6 +38,30 @@ def with_random_adapters(model, dropout=0.0):
     return model
 
 
+class OneProjection(torch.nn.Module):
+    """A module declaring one projection without siblings, like attn_out or down_proj."""
+
+    projection_groups = (("proj",),)
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(D, 48)
+
+
+def adapted_single_projection(alpha: int, lora_bias: bool = False):
+    """A fused `proj` with a LoRA r 4 adapter of non-zero B."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    holder = OneProjection()
+    fuse_projections(holder)
+    net = get_peft_model(holder, LoraConfig(r=4, lora_alpha=alpha, target_modules=["proj"], lora_bias=lora_bias))
+    layer = net.base_model.model.proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    return layer
+
+
 @pytest.fixture
 def linear_calls(monkeypatch):
     """The output widths of every F.linear call."""
@@ -52,7 +77,7 @@ def linear_calls(monkeypatch):
 
 def test_packing_keeps_names_values_and_makes_views():
     model, ref = llada(), llada()
-    assert pack_projections(model) == 4  # 2 blocks × (q/k/v, gate/up)
+    assert fuse_projections(model) == 4  # 2 blocks × (q/k/v, gate/up)
     assert model.state_dict().keys() == ref.state_dict().keys()
     for (n, p), q in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(p, q), n
@@ -63,7 +88,7 @@ def test_packing_keeps_names_values_and_makes_views():
 
 def test_one_gemm_per_group_and_the_same_logits(linear_calls):
     model, ref = llada(), llada()
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (3, 20))
     with torch.no_grad():
         want = ref(ids).logits
@@ -76,7 +101,7 @@ def test_one_gemm_per_group_and_the_same_logits(linear_calls):
 
 def test_logits_to_keep_packs_only_k_and_v_in_the_last_block(linear_calls):
     model, ref = llada(), llada()
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (2, 20))
     with torch.no_grad():
         want = ref(ids, logits_to_keep=slice(8, 12)).logits
@@ -90,7 +115,7 @@ def test_logits_to_keep_packs_only_k_and_v_in_the_last_block(linear_calls):
 def test_lora_outputs_and_gradients_match_peft(dtype):
     """The adapters are added as peft adds them; the base GEMM is packed, the LoRA weights get the same grads."""
     model, ref = with_random_adapters(llada().to(dtype)), with_random_adapters(llada().to(dtype))
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (2, 16))
     outs, grads = [], []
     for m in (model, ref):
@@ -111,7 +136,7 @@ def test_lora_outputs_and_gradients_match_peft(dtype):
 def test_lora_dropout_draws_the_same_masks():
     model = with_random_adapters(llada(), dropout=0.3).train()
     ref = with_random_adapters(llada(), dropout=0.3).train()
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (2, 16))
     torch.manual_seed(7)
     got = model(input_ids=ids).logits
@@ -122,7 +147,7 @@ def test_lora_dropout_draws_the_same_masks():
 
 def test_disabled_and_merged_adapters(linear_calls):
     model, ref = with_random_adapters(llada()), with_random_adapters(llada())
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (2, 16))
     with torch.no_grad():
         with model.disable_adapter(), ref.disable_adapter():
@@ -139,7 +164,7 @@ def test_disabled_and_merged_adapters(linear_calls):
 def test_trainable_base_weights_take_the_module_path(linear_calls):
     """Full fine-tuning: each projection's weight is its own leaf and gets its own gradient."""
     model, ref = llada(), llada()
-    pack_projections(model)
+    fuse_projections(model)
     ids = torch.randint(0, 120, (2, 16))
     linear_calls.clear()
     model(ids).logits.sum().backward()
@@ -155,7 +180,7 @@ def test_trainable_base_weights_take_the_module_path(linear_calls):
 
 def test_weights_moved_apart_take_the_module_path(linear_calls):
     model = llada()
-    pack_projections(model)
+    fuse_projections(model)
     block = model.model.transformer.blocks[0]
     block.k_proj.weight.data = block.k_proj.weight.data.clone()  # what a device move or ZeRO-3 does
     h = torch.randn(2, 5, D)
@@ -171,7 +196,7 @@ def test_dora_takes_the_module_path(linear_calls):
     from peft import LoraConfig, get_peft_model
 
     model = llada()
-    pack_projections(model)
+    fuse_projections(model)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj"], use_dora=True))
     linear_calls.clear()
     with torch.no_grad():
@@ -190,7 +215,7 @@ def test_dream_gqa_with_biases():
             if n.endswith("bias"):
                 p.normal_()
                 dict(ref.named_parameters())[n].copy_(p)
-    assert pack_projections(model) == 4
+    assert fuse_projections(model) == 4
     ids = torch.randint(0, 120, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref(ids).logits, **FP32)
@@ -203,7 +228,7 @@ def test_rollout_tokens_match(tokenizer):
 
         p = make_tiny_policy(tokenizer, lora=True)
         if pack:
-            pack_projections(p.model)
+            fuse_projections(p.model)
         return p
 
     sampler = SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9)
@@ -216,7 +241,7 @@ def test_rollout_tokens_match(tokenizer):
 
 def test_saved_and_reloaded(tmp_path):
     model, ref = llada(), llada()
-    pack_projections(model)
+    fuse_projections(model)
     model.save_pretrained(tmp_path)
     back = LLaDAModelLM.from_pretrained(tmp_path).eval()
     for (n, p), q in zip(back.state_dict().items(), ref.state_dict().values()):
@@ -226,7 +251,7 @@ def test_saved_and_reloaded(tmp_path):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_load_policy_packs_unless_told_not_to(fused):
-    from rl_dlm.models.packed_projections import _stacked
+    from rl_dlm.models.fused_projections import FUSED, _stacked
     from rl_dlm.models.policy import load_policy
     from tests.conftest import EMBEDDED
 
@@ -234,6 +259,7 @@ def test_load_policy_packs_unless_told_not_to(fused):
     block = policy.model.get_base_model().model.transformer.blocks[0]
     weights = [getattr(block, n).base_layer.weight for n in ("q_proj", "k_proj", "v_proj")]
     assert (_stacked(weights) is not None) == fused
+    assert all(getattr(w, FUSED, False) == fused for w in (block.attn_out.base_layer, block.ff_out.base_layer))
 
 
 def test_the_trainer_knob_is_checked_and_free_on_resume():
@@ -250,16 +276,9 @@ def test_the_trainer_knob_is_checked_and_free_on_resume():
 def test_a_single_adapted_projection_is_bit_identical_to_peft(alpha, lora_bias, autocast):
     """attn_out / ff_out / o_proj / down_proj: the base layer called as a module, the adapters added as peft adds
     them; a power-of-two scaling (α 8 / r 4 = 2) applied to the rank-r activations gives the same bits."""
-    from peft import LoraConfig, get_peft_model
+    from rl_dlm.models.fused_projections import project_one
 
-    from rl_dlm.models.packed_projections import project_one
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(D, 48))
-    net = get_peft_model(net, LoraConfig(r=4, lora_alpha=alpha, target_modules=["0"], lora_bias=lora_bias))
-    layer = net.base_model.model[0]
-    with torch.no_grad():
-        layer.lora_B["default"].weight.normal_()
+    layer = adapted_single_projection(alpha, lora_bias)
     x = torch.randn(3, 7, D, requires_grad=True)
     results = []
     for call in (layer, lambda h: project_one(h, layer)):
@@ -276,7 +295,7 @@ def test_a_single_adapted_projection_is_bit_identical_to_peft(alpha, lora_bias, 
 def test_hooked_projections_are_called_as_modules(linear_calls):
     """ZeRO-3 and accelerate's offloading gather a module's weights in its hooks: they must run."""
     model = llada()
-    pack_projections(model)
+    fuse_projections(model)
     block = model.model.transformer.blocks[0]
     seen = []
     block.k_proj.register_forward_pre_hook(lambda module, args: seen.append("k"))
@@ -287,3 +306,37 @@ def test_hooked_projections_are_called_as_modules(linear_calls):
     with torch.no_grad():
         model(torch.randint(0, 120, (1, 5)))
     assert seen.count("out") == 1
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_outside_autograd_lora_b_accumulates_into_the_base_output(linear_calls, autocast):
+    """No-grad forwards (rollouts, old/reference log-probs) add lora_B's product in its GEMM's epilogue: equal
+    to peft's to one rounding of the output dtype."""
+    from rl_dlm.models.fused_projections import project_one
+
+    layer = adapted_single_projection(6)
+    x = torch.randn(3, 7, D)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        want = layer(x)
+        linear_calls.clear()
+        got = project_one(x, layer)
+    assert linear_calls == [48, 4]  # the base layer and lora_A; lora_B runs inside addmm_
+    assert got.dtype == want.dtype
+    tol = dict(atol=2e-2, rtol=1e-2) if autocast else FP32
+    torch.testing.assert_close(got, want, **tol)
+
+
+def test_unfusing_gives_back_the_module_path_bit_for_bit(linear_calls):
+    model, ref = with_random_adapters(llada()), with_random_adapters(llada())
+    fuse_projections(model.get_base_model())
+    from rl_dlm.models.fused_projections import unfuse_projections
+
+    unfuse_projections(model.get_base_model())
+    ids = torch.randint(0, 120, (2, 16))
+    with torch.no_grad():
+        linear_calls.clear()
+        got = model(input_ids=ids).logits
+        calls = list(linear_calls)
+        linear_calls.clear()
+        want = ref(input_ids=ids).logits
+    assert torch.equal(got, want) and calls == linear_calls
