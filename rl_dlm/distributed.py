@@ -3,7 +3,7 @@
 The loop talks to a `Runtime` and never to torch.distributed or DeepSpeed directly:
 
     runtime.rank, runtime.world_size, runtime.is_main
-    with runtime.generation(policy): ...     stage 1: under ZeRO-3 the full weights are gathered once per rollout
+    with runtime.gathered(policy): ...       stages 1, 2b, 4: under ZeRO-3 the full weights, gathered once per stage
     runtime.gather(t)                        stage 3: a per-rank [n, ...] tensor → [world·n, ...] in rank order
     runtime.backward(loss)                   stage 5: accumulate gradients (any number of calls per step)
     runtime.step() -> grad_norm, applied     stage 6: clip, optimizer step, scheduler step, zero grad
@@ -97,7 +97,7 @@ class LocalRuntime:
         self.params, self.optimizer, self.scheduler = params, optimizer, scheduler
         self.max_grad_norm, self._backward = max_grad_norm, backward
 
-    def generation(self, policy):
+    def gathered(self, policy):
         return contextlib.nullcontext()
 
     def gather(self, t: Tensor) -> Tensor:
@@ -155,9 +155,11 @@ class DeepSpeedRuntime:
         atexit.register(self.close)
 
     @contextlib.contextmanager
-    def generation(self, policy):
-        """ZeRO-3: gather every parameter once and run the sampler on the bare module without the fetch hooks
-        (TRL's `unwrap_model_for_generation`), instead of an all-gather per layer per denoising step."""
+    def gathered(self, policy):
+        """ZeRO-3: gather every parameter once and run the no-grad passes inside (the rollout's denoising steps,
+        a refiner's regeneration, the old and reference log-probs) on the bare module without the fetch hooks
+        (TRL's `unwrap_model_for_generation`), instead of an all-gather per layer per forward. Costs the full
+        weights on every GPU for the stage; the update keeps the sharded engine (its gradients need the hooks)."""
         if self.stage != 3:
             yield
             return

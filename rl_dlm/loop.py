@@ -20,7 +20,8 @@ One iteration of the outer loop, in stages (stage names are timer names and metr
 Processes: the loop talks to a `Runtime` (`rl_dlm/distributed.py`): one process by default, or one rank of a
 DeepSpeed ZeRO-2/3 run. Every rank draws the same global prompt batch and keeps its own rows of it (`rank_share`);
 a group may span ranks, so stage 3 gathers rewards and group ids from every rank first. Row seeds are global row
-indices, so what a row samples and masks does not depend on the number of processes. Metrics are averaged over
+indices, so what a row samples and masks does not depend on the number of processes. Under ZeRO-3 the no-grad
+stages (1, 2b, 4) run on the full weights, gathered once per stage (`runtime.gathered`). Metrics are averaged over
 ranks by the tracker; `tokens_per_s/<stage>` counts rollout tokens generated and training tokens forwarded.
 
 Stage 5 updates one group of views at a time (`LikelihoodEstimator.view_groups`, rl_dlm/components.py): it
@@ -31,6 +32,7 @@ objective through the views' `view_steps`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -158,16 +160,17 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
         metrics: dict[str, float] = {}
 
         # 1 rollout ------------------------------------------------------------------------------------------
-        with tracker.stage("rollout"), rt.generation(policy):
+        with tracker.stage("rollout"), rt.gathered(policy):  # ZeRO-3: the full weights, gathered once per stage
             rollout = generate(policy, c.sampler, rows, group, seeds, s.max_prompt_length)
         tracker.count("rollout", rollout.completion_ids.numel())
 
         # 2 reward (and 2b refine) ---------------------------------------------------------------------------
         with tracker.stage("reward"):
             result = score_rollout(policy, rewards, rollout, rows, group)
-            for refine in c.refiners:
-                rollout, result = refine(policy, rollout, rows, result,
-                                         lambda r: score_rollout(policy, rewards, r, rows, group))
+            with rt.gathered(policy) if c.refiners else contextlib.nullcontext():
+                for refine in c.refiners:
+                    rollout, result = refine(policy, rollout, rows, result,
+                                             lambda r: score_rollout(policy, rewards, r, rows, group))
         metrics.update(result.stats)
         group_ids = rt.gather(rollout.group_ids.cpu() + first)  # global prompt index, every rank's rows
         metrics["frac_reward_zero_std"] = zero_std_fraction(rt.gather(result.total), group_ids)
@@ -187,13 +190,15 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                 plans = [c.estimator.plan(rollout, 0)] * iterations
             else:
                 plans = [c.estimator.plan(rollout, it) for it in range(iterations)]
-            # μ = 1: stage 5 takes its own log-probs, detached, as the old ones (ρ ≡ 1 in the update's mode)
-            old = [None] * len(plans) if s.num_iterations == 1 else _score_plans(
-                policy, c.estimator, rollout, plans, s.forward_batch_size)
-            ref = [None] * len(plans)
-            if c.objective.needs_reference:
-                with policy.reference():
-                    ref = _score_plans(policy, c.estimator, rollout, plans, s.forward_batch_size)
+            scored = s.num_iterations > 1 or c.objective.needs_reference
+            with rt.gathered(policy) if scored else contextlib.nullcontext():  # both passes on one gather
+                # μ = 1: stage 5 takes its own log-probs, detached, as the old ones (ρ ≡ 1 in the update's mode)
+                old = [None] * len(plans) if s.num_iterations == 1 else _score_plans(
+                    policy, c.estimator, rollout, plans, s.forward_batch_size)
+                ref = [None] * len(plans)
+                if c.objective.needs_reference:
+                    with policy.reference():
+                        ref = _score_plans(policy, c.estimator, rollout, plans, s.forward_batch_size)
 
         # 5 inner updates and 6 optimizer steps ----------------------------------------------------------------
         for it in range(iterations):

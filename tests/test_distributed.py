@@ -138,3 +138,46 @@ def test_tracker_reports_tokens_per_second_and_reduces():
     tracker.log(1, {"loss": 0.5})
     h = tracker.history[0]
     assert h["reduced"] == 1.0 and h["tokens_per_s/rollout"] == pytest.approx(500 / h["time/rollout"])
+
+
+# -- where the no-grad passes run (what ZeRO-3's gathered weights serve), in one process -------------------------
+@pytest.mark.parametrize("algo,extra,gathers_per_batch", [
+    ("diffu_grpo", ["num_iterations=2"], 2),  # rollout, old + reference log-probs on one gather
+    ("igpo", ["num_iterations=2"], 3),  # + the hinted regeneration (stage 2b)
+    # stage 4 scores nothing (μ = 1, β = 0): no gather; its step-reward refiner forwards nothing, but refiners
+    # are components the loop does not probe, so stage 2b gathers (≈ 50 ms of NVLink at 8B on 8 GPUs)
+    ("mdpo", ["num_iterations=1", "likelihood.top_k_steps=4", "objective.beta=0.0"], 2),
+])
+def test_every_no_grad_forward_runs_on_the_gathered_weights(tmp_path, algo, extra, gathers_per_batch):
+    """`runtime.gathered` (under ZeRO-3: the full weights, gathered once per stage) wraps every forward without
+    gradients (rollout, refinement, old and reference log-probs) and no forward with them (the update)."""
+    import contextlib
+
+    from rl_dlm.distributed import LocalRuntime
+    from rl_dlm.hydra_app import build, compose_config
+    from tests.trainers.test_cj_mdpo_igpo_e2e import SMALL
+
+    class Recording(LocalRuntime):
+        inside, gathers = False, 0
+
+        @contextlib.contextmanager
+        def gathered(self, policy):
+            assert not self.inside, "gathered contexts do not nest"
+            self.inside, self.gathers = True, self.gathers + 1
+            try:
+                yield
+            finally:
+                self.inside = False
+
+    cfg = compose_config([f"algo={algo}", f"output_dir={tmp_path}", *SMALL, "max_steps=2", *extra])
+    trainer = build(cfg)
+    optimizer, scheduler = trainer.make_optimizer()
+    trainer.optimizer, trainer.scheduler = optimizer, scheduler
+    trainer.runtime = runtime = Recording(trainer.policy.trainable_parameters(), optimizer, scheduler, 1.0)
+    forwards = []
+    trainer.policy.model.register_forward_pre_hook(
+        lambda module, args: forwards.append((torch.is_grad_enabled(), runtime.inside)))
+    trainer.train()
+    assert forwards and all(grad != inside for grad, inside in forwards), sorted(set(forwards))
+    batches = 2 // int(next(e for e in extra if e.startswith("num_iterations=")).split("=")[1])
+    assert runtime.gathers == gathers_per_batch * batches

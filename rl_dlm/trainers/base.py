@@ -361,7 +361,7 @@ class RLTrainer:
         autocast = bf16_autocast(self.policy.device.type, self.args.bf16)
         if self.args.deepspeed:
             self.setup()  # under DeepSpeed the weights live in the engine (ZeRO-3: in shards)
-        gathered = self.runtime.generation(self.policy) if self.runtime is not None else contextlib.nullcontext()
+        gathered = self.runtime.gathered(self.policy) if self.runtime is not None else contextlib.nullcontext()
         with autocast, gathered:
             return evaluate(self.policy, sampler, rows, self.rewards, batch_size=batch_size,
                             max_prompt_length=self.args.max_prompt_length, **kw)
