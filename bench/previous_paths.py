@@ -1,13 +1,15 @@
 """The implementations that the exact speed-ups replaced, so one run can time and compare new against old.
 
 `bench/rollout.py --compare-old` and `bench/train_step.py --compare-old` time both; tests/test_exact_speedups.py
-checks that both give the same tokens and log-probs. Each replaced piece, as it was:
+checks that both give the same tokens and log-probs. A backward must run inside the context too: gradient
+checkpointing recomputes the forward there. Each replaced piece, as it was:
 
 - full-canvas logits, sliced afterwards (`FullLogitsPolicy`): now `Policy.logits(keep=...)` projects only the
   positions a sampler or the scorer reads;
-- RoPE through `rotate_half` with an fp32 copy of q and k (`textbook_apply_rope`): now written half by half
-  into the output;
-- RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`): now rounded as it is stored;
+- RoPE through `rotate_half` with an fp32 copy of q and k (`textbook_apply_rope`), and autograd's backward of
+  it: now written half by half into the output, with a backward of the same kind (rl_dlm/models/rope.py);
+- RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`), and autograd's backward of
+  it: now rounded as it is stored, with a hand-written backward (rl_dlm/models/rms_norm.py);
 - the semi-AR step loop with a key-mask check per forward, boolean-index writes of the commit step and four
   float64 noise buffers per row (`previous_semi_ar_sample`);
 - peft's cast of every adapted layer's input to fp32 under bf16 autocast in eval mode (`previous_paths` keeps

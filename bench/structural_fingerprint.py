@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = ROOT / "bench" / "results" / "structural_fingerprint.json"
 # The same runs with `fused_projections=false`: each projection called as its own module, the code path before
-# rl_dlm/models/fused_projections.py (and the one ZeRO-3 and full fine-tuning take). Recorded at 2129d50, before
-# fusion existed; the unfused path must keep reproducing it.
+# rl_dlm/models/fused_projections.py (and the one ZeRO-3 and full fine-tuning take): the fingerprint that was
+# current before fusion existed (its "commit"), which the unfused path must keep reproducing.
 UNFUSED = ["fused_projections=false"]
 FINGERPRINT_UNFUSED = ROOT / "bench" / "results" / "structural_fingerprint_unfused.json"
 ROLLOUT_BATCHES = 3

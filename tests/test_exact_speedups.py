@@ -100,9 +100,16 @@ def test_rope_fast_path_is_bit_identical(dtype, full_precision, per_row_position
     old = textbook_apply_rope(t, cos, sin, full_precision)
     assert fast.dtype == old.dtype == dtype and fast.stride() == old.stride()
     assert torch.equal(fast, old)
-    leaf = t.detach().clone().requires_grad_()  # autograd keeps the textbook path: same values, and a gradient
-    with_grad = apply_rope(leaf, cos, sin, full_precision)
-    assert torch.equal(with_grad, old) and with_grad.requires_grad
+    grad_out = torch.randn(old.shape, generator=g).to(dtype)
+    grads = []
+    for rope in (apply_rope, textbook_apply_rope):  # under autograd: the hand-written backward vs autograd's
+        leaf = (torch.randn(B, L, H, hd, generator=torch.Generator().manual_seed(5)) * 3).to(dtype)
+        leaf.requires_grad_()
+        with_grad = rope(leaf.transpose(1, 2), cos, sin, full_precision)
+        assert torch.equal(with_grad, rope(leaf.detach().transpose(1, 2), cos, sin, full_precision))
+        with_grad.backward(grad_out)
+        grads.append(leaf.grad)
+    assert torch.equal(*grads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -122,6 +129,15 @@ def test_rmsnorm_fast_path_is_bit_identical(dtype, which):
     with torch.no_grad():
         assert torch.equal(norm(x), old_forward(norm, x))
     assert torch.equal(norm(x), old_forward(norm, x))  # grad mode (weights require grad, x does not)
+    grad_out = torch.randn(x.shape, generator=g).to(dtype)
+    grads = []
+    for forward in (norm, lambda x: old_forward(norm, x)):  # the hand-written backward vs autograd's
+        norm.zero_grad()
+        leaf = x.clone().requires_grad_()
+        y = forward(leaf)
+        y.backward(grad_out)
+        grads.append([y.detach(), leaf.grad, *(p.grad for p in norm.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -264,11 +280,11 @@ def test_lora_input_casts_skipped_in_the_update_give_the_same_loss_and_gradients
     def logits_and_grads(previous: bool):
         seen.clear()
         policy.model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            with previous_paths() if previous else contextlib.nullcontext():
+        with previous_paths() if previous else contextlib.nullcontext():  # the backward's recompute too
+            with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = policy.logits(ids, mask, keep=slice(4, None))
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])
-        logp.sum().backward()
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])
+            logp.sum().backward()
         grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.requires_grad}
         return logits.detach(), grads, set(seen[: len(seen) // (2 if checkpointing else 1)])
 

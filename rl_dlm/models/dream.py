@@ -26,8 +26,8 @@ Deliberate deviations from the official code
     - Passing labels does nothing (the official shifted causal-LM loss is meaningless for a dLLM).
 
 Speed: as LLaDA's (rl_dlm/models/llada.py): `logits_to_keep` also trims the last layer to the kept queries,
-outside autograd RoPE and RMSNorm take fewer elementwise passes with bit-identical results, and packed q/k/v
-and gate/up weights run as one GEMM each, LoRA in fewer passes (rl_dlm/models/fused_projections.py).
+RoPE and RMSNorm take fewer elementwise passes with bit-identical results (with and without autograd), and
+packed q/k/v and gate/up weights run as one GEMM each, LoRA in fewer passes (rl_dlm/models/fused_projections.py).
 
 Run the tests: `.venv/bin/python -m pytest tests/models/test_dream.py -q`
 """
@@ -44,8 +44,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
-from rl_dlm.models.llada import kept_positions, scale_into_dtype
+from rl_dlm.models.llada import kept_positions
 from rl_dlm.models.fused_projections import project, project_one
+from rl_dlm.models.rms_norm import normalize
 from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
@@ -117,8 +118,7 @@ class DreamRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        return self.weight * scale_into_dtype(x, h, torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps))
+        return self.weight * normalize(x, self.eps)  # rl_dlm/models/rms_norm.py
 
 
 class DreamAttention(nn.Module):

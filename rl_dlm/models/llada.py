@@ -35,9 +35,9 @@ Speed (outputs equal to the textbook code, tests/test_exact_speedups.py; bench/p
     - `logits_to_keep` also trims the last block to the kept queries (every position still gives K/V): one
       32-token block of a 456-token canvas skips ~93 % of it, ~2.5 % of the forward. Products on fewer rows
       may round fp32 sums differently, as a change of batch size does.
-    - Outside autograd, RoPE and RMSNorm round to the activation dtype as they store (RoPE half by half):
-      ~22 instead of ~52 bytes per element for RoPE in bf16, bit-identical. Under autograd: the textbook code
-      (RoPE: rl_dlm/models/rope.py).
+    - RoPE and RMSNorm round to the activation dtype as they store (RoPE half by half): ~22 instead of ~52
+      bytes per element for RoPE in bf16; under autograd with hand-written backward passes that do what
+      autograd does for the textbook code. Bit-identical both ways (rl_dlm/models/rope.py, rms_norm.py).
     - q/k/v and ff_proj/up_proj run as one GEMM each where their weights are packed and frozen, and LoRA
       adapters take fewer passes (rl_dlm/models/fused_projections.py; `load_policy` fuses them): outputs equal
       to rounding.
@@ -59,7 +59,8 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.fused_projections import project, project_one
-from rl_dlm.models.rope import apply_rope, needs_grad, query_rope, rope_cos_sin
+from rl_dlm.models.rms_norm import normalize
+from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
 
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "tiny_llada_config"]
 
@@ -160,15 +161,6 @@ def tiny_llada_config(
     return LLaDAConfig(**kwargs)
 
 
-def scale_into_dtype(x: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """(h · scale).to(x.dtype) for h = x.float(), an RMSNorm's normalisation. Outside autograd the fp32 product
-    is rounded into x's dtype as it is stored (type promotion converts x exactly): 4 instead of 14 bytes per
-    element in bf16, the same values."""
-    if needs_grad(x) or torch.promote_types(x.dtype, torch.float32) != torch.float32:
-        return (h * scale).to(x.dtype)
-    return torch.mul(x, scale, out=torch.empty_like(x))
-
-
 class LLaDARMSNorm(nn.Module):
     """Official RMSLayerNorm: normalise in fp32, cast back to the input dtype, then scale (and shift)."""
 
@@ -180,11 +172,7 @@ class LLaDARMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.d_model)) if use_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            h = x.float()
-            scale = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-            h = scale_into_dtype(x, h, scale)
-        h = self.weight * h
+        h = self.weight * normalize(x, self.eps)  # in fp32, cast back (rl_dlm/models/rms_norm.py)
         return h + self.bias if self.bias is not None else h
 
 
