@@ -140,6 +140,23 @@ def test_rmsnorm_fast_path_is_bit_identical(dtype, which):
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
+@pytest.mark.parametrize("d,magnitude", [(4096, 1.0), (512, 1e-2), (512, 1e2)])
+def test_rmsnorm_backward_is_bit_identical_next_to_a_residual(d, magnitude):
+    """As in a block: x feeds the norm and the residual, so its gradient is the sum of both (bf16, LLaDA's d)."""
+    g = torch.Generator().manual_seed(d)
+    norm = LLaDARMSNorm(tiny_llada_config(d_model=d, n_heads=4)).to(torch.bfloat16).requires_grad_(False)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(d, generator=g))
+    x = (torch.randn(7, d, generator=g) * magnitude).to(torch.bfloat16)
+    grad_out = (torch.randn(7, d, generator=g) * magnitude).to(torch.bfloat16)
+    grads = []
+    for forward in (norm, lambda x: textbook_llada_norm_forward(norm, x)):
+        leaf = x.clone().requires_grad_()
+        (forward(leaf) + 2 * leaf).backward(grad_out)
+        grads.append(leaf.grad)
+    assert torch.equal(*grads)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_in_place_gumbel_noise_draws_the_same_tokens(dtype):
     logits = torch.randn(3, 5, 97, generator=torch.Generator().manual_seed(2)).to(dtype)
