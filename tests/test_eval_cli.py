@@ -107,3 +107,23 @@ def test_load_for_eval_merges_a_trained_adapter(tmp_path):
         got = loaded.logits(ids)
     assert not hasattr(loaded.model, "disable_adapter")  # merged: a plain model, no LoRA in the forward
     assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, base, atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides,expected", [([], (True, True)),
+                                                (["cuda_graphs=false", "fused_projections=false"], (False, False))])
+def test_rl_dlm_eval_takes_the_speed_knobs_from_the_config(tmp_path, monkeypatch, overrides, expected):
+    """The trainer's `cuda_graphs` and `fused_projections` apply to `rl-dlm eval` too (CUDA graphs replay only
+    on a GPU; here the policy just carries the setting)."""
+    import rl_dlm.eval as ev
+
+    seen, real = [], ev.load_for_eval
+
+    def spy(*args, **kwargs):
+        policy = real(*args, **kwargs)
+        seen.append((policy.cuda_graphs, kwargs["fused_projections"]))
+        return policy
+
+    monkeypatch.setattr(ev, "load_for_eval", spy)
+    eval_main(["eval.gen_lengths=[16]", "eval.block_length=16", "eval.steps_per_token=0.25", "task.eval_size=1",
+               "eval.batch_size=1", f"output_dir={tmp_path}", *overrides])
+    assert seen == [expected]
