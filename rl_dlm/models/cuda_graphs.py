@@ -22,7 +22,7 @@ window and shape (minutes per key) and changes kernels (so not bit-identical); t
 for causal decoding.
 
 Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]; at most
-`max_graphs` keys, the least recently used dropped first) and, for the block cache, one set of K/V buffers per
+`max_graphs` keys and `max_output_gib` of outputs, the least recently used dropped first) and, for the block cache, one set of K/V buffers per
 canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at LLaDA-8B, 12 rows × 456 tokens, bf16);
 `reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new
 model) must call `reset()`; `Policy` does it when its model is replaced.
@@ -42,8 +42,11 @@ from torch import Tensor, nn
 
 
 class GraphedForward:
-    def __init__(self, max_graphs: int = 32):
-        self.max_graphs = max_graphs  # least recently used graphs beyond this are dropped
+    def __init__(self, max_graphs: int = 32, max_output_gib: float = 4.0):
+        # least recently used graphs are dropped beyond `max_graphs`, or while their outputs hold more than
+        # `max_output_gib` (an 8B evaluation batch of 200 rows has 1.6 GiB of logits per window; a dropped key
+        # is captured again at its second call, so a rollout still replays all but two steps of a block)
+        self.max_graphs, self.max_output_gib = max_graphs, max_output_gib
         self.graphs: OrderedDict[Hashable, tuple | None] = OrderedDict()  # key → (graph, static inputs, output)
         self.calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of keys not captured (yet)
         self.states: dict[Hashable, object] = {}
@@ -55,6 +58,10 @@ class GraphedForward:
             return False
         first = next(model.parameters(), None)
         return first is not None and not hasattr(first, "ds_id")  # DeepSpeed-managed weights move between calls
+
+    def output_gib(self) -> float:
+        """GiB held by the captured graphs' static outputs."""
+        return sum(e[2].numel() * e[2].element_size() for e in self.graphs.values() if e is not None) / 2**30
 
     def reset(self):
         self.graphs.clear()
@@ -84,7 +91,8 @@ class GraphedForward:
                 return forward(*inputs)
             del self.calls[key]
             self.graphs[key] = self._capture(key, forward, inputs)
-            while len(self.graphs) > self.max_graphs:
+            while len(self.graphs) > 1 and (len(self.graphs) > self.max_graphs
+                                            or self.output_gib() > self.max_output_gib):
                 self.graphs.popitem(last=False)
         self.graphs.move_to_end(key)
         entry = self.graphs[key]

@@ -161,6 +161,25 @@ def test_least_recently_used_graphs_are_dropped_beyond_max_graphs(tokenizer, cpu
     assert [key[0][0][1:] for key in policy.graphs.graphs] == [(4, 8), (6, 8)]  # (5, 8) was the least recent
 
 
+def test_graphs_are_dropped_while_their_outputs_exceed_the_memory_budget(tokenizer, cpu_graphs):
+    """A large evaluation batch: each window's logits are big, so fewer graphs are kept (never fewer than one)."""
+    policy = lora_policy(tokenizer)
+    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    one = 2 * 4 * policy.model.config.vocab_size * 4 / 2**30  # [2 rows, 4 positions, V] fp32 logits, in GiB
+    policy.graphs.max_output_gib = 2.5 * one
+    with torch.no_grad(), policy.inference():
+        for window in [(4, 8), (3, 7), (2, 6), (1, 5)]:
+            for _ in range(2):
+                policy.logits(ids, keep=slice(*window))
+    assert [key[0][0][1:] for key in policy.graphs.graphs] == [(2, 6), (1, 5)]
+    assert policy.graphs.output_gib() == pytest.approx(2 * one)
+    policy.graphs.max_output_gib = 0.0
+    with torch.no_grad(), policy.inference():
+        for _ in range(2):
+            policy.logits(ids, keep=slice(0, 4))
+    assert [key[0][0][1:] for key in policy.graphs.graphs] == [(0, 4)]  # the newest is always kept
+
+
 def test_a_failed_capture_runs_eagerly_and_is_not_retried(tokenizer, monkeypatch):
     policy = lora_policy(tokenizer)
     attempts = []
