@@ -22,9 +22,9 @@ window and shape (minutes per key) and changes kernels (so not bit-identical); t
 for causal decoding.
 
 Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]; at most
-`max_graphs` keys and `max_output_gib` of outputs, the least recently used dropped first) and, for the block cache, one set of K/V buffers per
-canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at LLaDA-8B, 12 rows × 456 tokens, bf16);
-`reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new
+`max_graphs` keys and `max_output_gib` of outputs, the least recently used dropped first) and, for the block
+cache, one set of K/V buffers per canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at
+LLaDA-8B, 12 rows × 456 tokens, bf16); `reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new
 model) must call `reset()`; `Policy` does it when its model is replaced.
 
     graphs = GraphedForward()

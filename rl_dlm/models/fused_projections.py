@@ -29,10 +29,11 @@ Exactness
     peft's; but a GEMM of another width may order its reduction differently, and the no-grad accumulation
     rounds base + LoRA once instead of twice, so outputs agree to fp32 rounding in fp32 and to bf16 rounding in
     bf16, as a change of batch size does; sampled tokens are the same unless two candidates tie within that
-    rounding. tests/models/test_fused_projections.py checks logits, gradients and rollouts against the modules
-    called one by one. `fused_projections: false` (RLConfig) or `unfuse_projections(model)` gives back that
-    path bit for bit (the structural fingerprint of the six algorithms before fusion, bench/
-    structural_fingerprint.py with `fused_projections=false`).
+    rounding. So the old log-probs (no grad) and the update's (autograd) of the same weights may differ by a
+    rounding, as they already could when their micro-batch shapes differ. tests/models/test_fused_projections.py
+    checks logits, gradients and rollouts against the modules called one by one. `fused_projections: false`
+    (RLConfig) or `unfuse_projections(model)` gives back that path bit for bit (the structural fingerprint of the
+    six algorithms before fusion, bench/structural_fingerprint.py with `fused_projections=false`).
 
 Why our own code: transformers fuses projections only in checkpoints that ship fused weights (Phi-3, GPT-2)
 and peft adapts fused layers only as one module; LLaDA and Dream ship separate projections that users target
