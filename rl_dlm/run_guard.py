@@ -35,6 +35,8 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 
+import torch
+
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
 
@@ -82,6 +84,27 @@ class SkippedSteps:
             raise NonFiniteLossError(
                 f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient (max_skipped_steps="
                 f"{self.limit}); the last was {self.last_skipped}. Lower learning_rate or check the rewards")
+
+
+# What to change after running out of GPU memory in a stage of the loop (docs/performance.md, "If it does not fit").
+# Every key named is one a run may change when it resumes (rl_dlm.checkpoint.FREE_KEYS).
+OUT_OF_MEMORY_FIXES = {
+    "rollout": "cuda_graphs=false (captured graphs keep their logits and K/V buffers) or fewer rollout rows per "
+               "process (per_device_train_batch_size × gradient_accumulation_steps, or more processes)",
+    "reward": "cuda_graphs=false or fewer rollout rows per process (a refiner regenerates rows here)",
+    "old_logp": "forward_batch_size=<rows> (the old and reference log-probs in chunks of that many rows)",
+    "update": "gradient_checkpointing=true, or a smaller per_device_train_batch_size with more "
+              "gradient_accumulation_steps (the same rows per optimizer step)",
+}
+
+
+def out_of_memory_fix(exc: BaseException, stage: str | None) -> str:
+    """For a CUDA out-of-memory error: which stage ran out and what to change on resuming; '' otherwise."""
+    if not isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return ""
+    fix = OUT_OF_MEMORY_FIXES.get(stage or "", "gradient_checkpointing=true or fewer rows per micro-batch")
+    where = f" in stage '{stage}'" if stage else ""
+    return f" The GPU ran out of memory{where}: resume with {fix} (docs/performance.md)."
 
 
 def describe(exc: BaseException) -> str:

@@ -88,14 +88,18 @@ class Tracker:
         self._metrics.flush()
         os.fsync(self._metrics.fileno())
 
+    current_stage: str | None = None  # the stage running now, or the one an exception left (a failure names it)
+
     @contextlib.contextmanager
     def stage(self, name: str):
         self._open_run_files()
-        start = time.perf_counter()
+        start, outer = time.perf_counter(), self.current_stage
+        self.current_stage = name
         try:
             yield
         finally:
             self.times[f"time/{name}"] += time.perf_counter() - start
+        self.current_stage = outer  # not reached on an exception: the stage it left stays named
 
     def count(self, stage: str, tokens: float):
         self.tokens[stage] += tokens

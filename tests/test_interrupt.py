@@ -142,3 +142,31 @@ def test_sigterm_to_one_deepspeed_process_saves_a_checkpoint_from_all(tmp_path):
 
 if __name__ == "__main__":
     distributed_main(sys.argv[1])
+
+
+@pytest.mark.parametrize("stage,fix", [("update", "gradient_checkpointing=true"),
+                                       ("old_logp", "forward_batch_size="), ("rollout", "cuda_graphs=false")])
+def test_out_of_memory_names_the_stage_and_what_to_change_on_resuming(tmp_path, monkeypatch, stage, fix):
+    """A CUDA out-of-memory error in the third rollout batch (μ = 2: after steps 1 and 2) saves step 2's checkpoint
+    and says which stage ran out and which key fixes it."""
+    import rl_dlm.loop as loop
+
+    calls, target = [0], {"update": "update_micro_batch", "old_logp": "_score_plans", "rollout": "generate"}[stage]
+    real = getattr(loop, target)
+    # calls per rollout batch: μ = 2 micro-batches of 4 rows; old and reference log-probs (β > 0); one rollout
+    per_batch = {"update": 2, "old_logp": 2, "rollout": 1}[stage]
+
+    def out_of_memory(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > 2 * per_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, target, out_of_memory)
+    stopped = DiffuGRPOTrainer(str(EMBEDDED), noisy_length_reward, train_dataset=ROWS,
+                               args=small_config(tmp_path, max_steps=6, num_iterations=2))
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        stopped.train()
+    note = " ".join(getattr(raised.value, "__notes__", []))
+    assert list_checkpoints(tmp_path) == [tmp_path / "checkpoint-4"]
+    assert f"ran out of memory in stage '{stage}'" in note and fix in note, note

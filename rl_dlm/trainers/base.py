@@ -34,7 +34,7 @@ from rl_dlm.loop import LoopSettings, train
 from rl_dlm.models.families import local_family_name
 from rl_dlm.models.policy import LoraSettings, Policy, disable_dropout, load_policy
 from rl_dlm.reward_runner import RewardFunction, RewardRunner
-from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe
+from rl_dlm.run_guard import NonFiniteLossError, checkpoint_on_failure, describe, out_of_memory_fix
 from rl_dlm.runs import algo_name, claim_run_dir, run_config
 from rl_dlm.sampling.base import check_sampler_family
 from rl_dlm.sampling.semi_ar import SemiARSampler
@@ -314,16 +314,19 @@ class RLTrainer:
         the same point (SIGTERM, too many skipped steps) saves one; otherwise the latest complete checkpoint is
         named."""
         why, step = describe(exc), self.global_step
+        fix = out_of_memory_fix(exc, self.tracker.current_stage)
         if step == start:
             since = f" since step {start}" if start else ""
-            return f"{why} before an optimizer step{since}: no new checkpoint to save"
+            return f"{why} before an optimizer step{since}: no new checkpoint to save.{fix}"
         together = isinstance(exc, NonFiniteLossError) or getattr(exc, "everywhere", False)
         if self.runtime.world_size > 1 and not together:
             return (f"{why} at step {step}; a {self.runtime.world_size}-process run cannot save once one process "
-                    f"has stopped: the latest complete checkpoint is {latest_checkpoint(self.args.output_dir)}")
+                    f"has stopped: the latest complete checkpoint is {latest_checkpoint(self.args.output_dir)}"
+                    f".{fix}")
         self.tracker.message(f"{why} at step {step}: saving a checkpoint (Ctrl-C again abandons it)")
         path = self.save_checkpoint()
-        return f"{why} at step {step}: checkpoint saved to {path} (continue with resume=true or resume={path})"
+        return (f"{why} at step {step}: checkpoint saved to {path} (continue with resume=true or resume={path})."
+                f"{fix}")
 
     def setup(self):
         """Optimizer, scheduler and runtime (one process, or a DeepSpeed engine per rank), made once."""
