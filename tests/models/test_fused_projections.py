@@ -340,3 +340,31 @@ def test_unfusing_gives_back_the_module_path_bit_for_bit(linear_calls):
         linear_calls.clear()
         want = ref(input_ids=ids).logits
     assert torch.equal(got, want) and calls == linear_calls
+
+
+def test_bf16_rollout_under_autocast_as_the_trainer_runs_it(tokenizer):
+    """bf16 base weights, fp32 LoRA adapters, bf16 autocast (`bf16: true`): the fused path (packed GEMMs, lora_B
+    accumulated in place, peft's input casts skipped) draws the tokens the modules called one by one draw."""
+    from rl_dlm.models.fused_projections import unfuse_projections
+    from rl_dlm.trainers.base import bf16_autocast
+    from tests.conftest import make_tiny_policy
+
+    torch.manual_seed(0)
+    policy = make_tiny_policy(tokenizer)
+    policy.model.to(torch.bfloat16)
+    fuse_projections(policy.model)
+    policy.model = with_random_adapters(policy.model)
+    sampler = SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9)
+    prompt = torch.tensor([[5, 6, 7, 8], [0, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    runs, logits = [], []
+    for fused in (True, False):
+        if not fused:
+            unfuse_projections(policy.model)
+        with bf16_autocast("cpu", True):
+            runs.append(sampler.sample(policy, prompt, mask, torch.tensor([3, 4])).completion_ids)
+            canvas, canvas_mask = torch.cat([prompt, runs[0]], 1), torch.cat([mask, torch.ones_like(runs[0])], 1)
+            with torch.no_grad():
+                logits.append(policy.logits(canvas, canvas_mask))
+    assert torch.equal(*runs)
+    torch.testing.assert_close(logits[0].float(), logits[1].float(), atol=5e-2, rtol=2e-2)
