@@ -100,7 +100,7 @@ OUT_OF_MEMORY_FIXES = {
 
 def out_of_memory_fix(exc: BaseException, stage: str | None) -> str:
     """For a CUDA out-of-memory error: which stage ran out and what to change on resuming; '' otherwise."""
-    if not isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+    if not isinstance(exc, torch.OutOfMemoryError):
         return ""
     fix = OUT_OF_MEMORY_FIXES.get(stage or "", "gradient_checkpointing=true or fewer rows per micro-batch")
     where = f" in stage '{stage}'" if stage else ""

@@ -49,6 +49,7 @@ class Tracker:
         self.tokens: dict[str, float] = defaultdict(float)
         self.history: list[dict] = []
         self.reduce = None  # dict -> dict over ranks (None: this process only)
+        self.current_stage: str | None = None  # the stage running, or the one an exception left (failures name it)
         self.is_main = is_main
         if not is_main:
             self.report_to = ["none"]
@@ -87,8 +88,6 @@ class Tracker:
         self._metrics.write(json.dumps(entry) + "\n")
         self._metrics.flush()
         os.fsync(self._metrics.fileno())
-
-    current_stage: str | None = None  # the stage running now, or the one an exception left (a failure names it)
 
     @contextlib.contextmanager
     def stage(self, name: str):

@@ -57,8 +57,8 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.fused_projections import project, project_one
+from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.rms_norm import normalize
 from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
 

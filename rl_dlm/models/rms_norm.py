@@ -7,9 +7,9 @@ What it computes
 Speed, bit-identical to that textbook code (tests/test_exact_speedups.py)
     - Outside autograd the fp32 product is rounded into x's dtype as it is stored (`scale_into_dtype`): 4
       instead of 14 bytes per element in bf16.
-    - Under autograd in bf16 (the update, and its recompute under gradient checkpointing) `_Normalize` runs that fast
-      forward and a hand-written backward that does, operation for operation, what autograd does for the
-      textbook graph (MulBackward, RsqrtBackward `-0.5 · g · s³`, MeanBackward `g / d`, PowBackward
+    - Under autograd in half precision (the update, and its recompute under gradient checkpointing) `_Normalize`
+      runs that fast forward and a hand-written backward that does, operation for operation, what autograd does
+      for the textbook graph (MulBackward, RsqrtBackward `-0.5 · g · s³`, MeanBackward `g / d`, PowBackward
       `g · (2 · h)`, the two gradients of h summed, cast back): the same bits in about 64 instead of 112 bytes
       per element over forward and backward, and it keeps x and the [.., 1] scale instead of an fp32 copy of
       the activations per norm.
