@@ -15,7 +15,10 @@ checkpointing recomputes the forward there. Each replaced piece, as it was:
 - peft's cast of every adapted layer's input to fp32 under bf16 autocast in eval mode (`previous_paths` keeps
   it): now skipped where autocast undoes it;
 - one GEMM per projection and peft's own LoRA forward (`unfused_projections`, and `previous_paths(policy)`):
-  now q/k/v and gate/up run as one GEMM each and LoRA takes fewer passes (rl_dlm/models/fused_projections.py).
+  now q/k/v and gate/up run as one GEMM each and LoRA takes fewer passes (rl_dlm/models/fused_projections.py);
+- float64 Gumbel draws and confidences at every position of the window (`every_position`): now at the still
+  masked positions only (`rl_dlm.sampling.semi_ar.masked_positions`), and MaskGIT's and the full-diffusion
+  sampler's logits of the completion only (full-canvas logits: `FullLogitsPolicy`).
 
     with previous_paths(policy):
         rollout = previous_semi_ar_sample(sampler, FullLogitsPolicy(policy), prompt_ids, prompt_mask, seeds)
@@ -30,6 +33,8 @@ from torch import Tensor
 import rl_dlm.models.dream as dream_module
 import rl_dlm.models.llada as llada_module
 import rl_dlm.models.policy as policy_module
+import rl_dlm.sampling.maskgit as maskgit_module
+import rl_dlm.sampling.semi_ar as semi_ar_module
 from rl_dlm.models.fused_projections import fuse_projections, unfuse_projections
 from rl_dlm.components import Rollout
 from rl_dlm.sampling.rollout import start_canvas
@@ -91,10 +96,23 @@ def unfused_projections(policy):
 
 
 @contextlib.contextmanager
+def every_position():
+    """The samplers draw tokens and confidences at every position of the window, as before
+    `masked_positions` (restored on exit)."""
+    saved = semi_ar_module.masked_positions, maskgit_module.masked_positions
+    semi_ar_module.masked_positions = maskgit_module.masked_positions = lambda still_masked: None
+    try:
+        yield
+    finally:
+        semi_ar_module.masked_positions, maskgit_module.masked_positions = saved
+
+
+@contextlib.contextmanager
 def previous_paths(policy=None):
-    """Run the native models with the textbook RoPE and RMSNorm, peft's input casts always on and, given the
-    policy, its projections unfused (all restored on exit)."""
-    with unfused_projections(policy) if policy is not None else contextlib.nullcontext(), _textbook_kernels():
+    """Run the native models with the textbook RoPE and RMSNorm, peft's input casts always on, the samplers'
+    draws at every window position and, given the policy, its projections unfused (all restored on exit)."""
+    with unfused_projections(policy) if policy is not None else contextlib.nullcontext(), _textbook_kernels(), \
+            every_position():
         yield
 
 

@@ -19,7 +19,9 @@ rollouts that capture every window, and with the fraction of tokens equal to the
 A mode with `+unfused` (`none+unfused`, `none+graphs+unfused`) calls each projection as its own module (one GEMM
 each, peft's own LoRA forward), as before rl_dlm/models/fused_projections.py (the default here, as in
 `rl-dlm train`, fuses them); the fused mode then records its speed-up over it and the fraction of tokens both
-draw alike (1.0 expected, up to rounding ties).
+draw alike (1.0 expected, up to rounding ties). A mode with `+wide` draws its float64 Gumbel noise and
+confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
+at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
 rate measured at start-up.
 
@@ -43,8 +45,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.previous_paths import (FullLogitsPolicy, previous_paths, previous_semi_ar_sample,  # noqa: E402
-                                  unfused_projections)
+from bench.previous_paths import (FullLogitsPolicy, every_position, previous_paths,  # noqa: E402
+                                  previous_semi_ar_sample, unfused_projections)
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
@@ -158,13 +160,27 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
     return seconds, peak
 
 
+BASELINES = ("unfused", "wide")  # suffixes that run the code an exact speed-up replaced, to compare in one run
+
+
 def mode_parts(mode: str) -> tuple[str, set[str]]:
     """"dual+graphs+unfused" → ("dual", {"graphs", "unfused"})."""
     sampler, *flags = mode.split("+")
-    unknown = set(flags) - {"graphs", "unfused"}
+    unknown = set(flags) - {"graphs", *BASELINES}
     if unknown:
-        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs and/or +unfused")
+        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused and/or +wide")
     return sampler, set(flags)
+
+
+@contextlib.contextmanager
+def baselines(policy, flags: set[str]):
+    """The code before fused projections (+unfused) and before masked-only draws (+wide), as the flags ask."""
+    with contextlib.ExitStack() as stack:
+        if "unfused" in flags:
+            stack.enter_context(unfused_projections(policy))
+        if "wide" in flags:
+            stack.enter_context(every_position())
+        yield
 
 
 def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: int, n_body: int, n_head: int) -> float:
@@ -187,7 +203,7 @@ def rollout_flops(mode: str, n: int, prompt: int, gen: int, steps: int, block: i
 def make_sampler(mode: str, **common):
     """"none" (exact), "prefix" or "dual"; "<cache>_r<k>" refreshes the cache every k steps within a block;
     "<mode>+graphs" is the same sampler with its forwards replayed from CUDA graphs (`Policy.cuda_graphs`),
-    "<mode>+unfused" with each projection called as its own module."""
+    "<mode>+unfused" with each projection called as its own module, "<mode>+wide" drawing every block position."""
     mode = mode_parts(mode)[0]
     if mode == "none":
         return SemiARSampler(**common)
@@ -208,7 +224,7 @@ def main():
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--modes", default="dual,prefix,none",
-                    help="comma-separated: none, prefix, dual, dual_r2, ..., each with +graphs and/or +unfused")
+                    help="comma-separated: none, prefix, dual, dual_r2, ..., each with +graphs, +unfused and/or +wide")
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")
@@ -244,7 +260,7 @@ def main():
         """One timed rollout of mode m after `warmups` untimed ones → (metrics, completion ids; None when only
         the first steps were timed)."""
         sampler_name, flags = mode_parts(m)
-        with unfused_projections(policy) if "unfused" in flags else contextlib.nullcontext():
+        with baselines(policy, flags):
             for _ in range(warmups):
                 run_as_is(m, sampler_name, "graphs" in flags, previous)
             return run_as_is(m, sampler_name, "graphs" in flags, previous)
@@ -291,13 +307,14 @@ def main():
     for m, r in results.items():
         if exact is not None and ids[m] is not None:
             r["token_agreement_with_exact"] = round((ids[m] == exact).float().mean().item(), 4)
-        fused = m.replace("+unfused", "")
-        if fused != m and fused in results:  # the speed-up of fusion, measured in this run
-            results[fused]["speedup_vs_unfused"] = round(results[fused]["generated_tokens_per_s"]
-                                                          / r["generated_tokens_per_s"], 3)
-            if ids[m] is not None and ids[fused] is not None:
-                results[fused]["token_agreement_with_unfused"] = round(
-                    (ids[m] == ids[fused]).float().mean().item(), 4)
+        for flag in BASELINES:  # the speed-up over the code it replaced, measured in this run
+            new = m.replace(f"+{flag}", "")
+            if new != m and new in results:
+                results[new][f"speedup_vs_{flag}"] = round(results[new]["generated_tokens_per_s"]
+                                                           / r["generated_tokens_per_s"], 3)
+                if ids[m] is not None and ids[new] is not None:
+                    results[new][f"token_agreement_with_{flag}"] = round(
+                        (ids[m] == ids[new]).float().mean().item(), 4)
     base = results.get("none", {}).get("generated_tokens_per_s")
     if base:
         for r in results.values():

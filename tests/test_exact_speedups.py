@@ -35,7 +35,9 @@ from rl_dlm.models.policy import LoraSettings, Policy, add_lora
 from rl_dlm.sampling.cached import CachedSemiARSampler
 from rl_dlm.sampling.dream import DreamSampler
 from rl_dlm.sampling.rollout import row_generator
-from rl_dlm.sampling.semi_ar import SemiARSampler, gumbel_argmax
+from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
+from rl_dlm.sampling.maskgit import MaskGITSampler
+from rl_dlm.sampling.semi_ar import SemiARSampler, gumbel_argmax, masked_positions
 from tests.conftest import make_tiny_policy
 from tests.models.golden import tiny_dream
 
@@ -239,6 +241,96 @@ def test_dream_sampler_draws_the_same_tokens_as_before(alg):
         old = sampler.sample(FullLogitsPolicy(policy), ids, mask, seeds)
     assert torch.equal(new.completion_ids, old.completion_ids)
     assert torch.equal(new.unmask_step, old.unmask_step)
+
+
+def test_masked_positions_lists_each_rows_masked_positions_first():
+    still = torch.tensor([[False, True, False, True, False],
+                          [True, False, False, False, False],
+                          [False, False, False, False, False]])
+    assert masked_positions(still).tolist() == [[1, 3], [0, 1], [0, 1]]  # 2 = the most any row has masked
+    assert masked_positions(torch.ones(2, 3, dtype=torch.bool)) is None  # every position: the whole window
+    assert masked_positions(torch.zeros(2, 3, dtype=torch.bool)).shape == (2, 1)  # nothing left: one column
+
+
+@pytest.mark.parametrize("temperature", [0.9, 0.0])
+def test_gumbel_argmax_at_positions_gives_the_full_draws_tokens_there(temperature):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 6, 50, generator=g)
+    positions = torch.tensor([[0, 2, 5], [1, 2, 3], [4, 5, 0]])
+    gens = lambda: [row_generator(s, "test") for s in range(3)]  # noqa: E731
+    full = gumbel_argmax(logits, temperature, gens())
+    drawn = gumbel_argmax(logits, temperature, gens(), positions)
+    assert torch.equal(drawn.gather(1, positions), full.gather(1, positions))
+
+
+def full_logits_and_every_position(policy):
+    """The previous sampler paths: full-canvas logits sliced afterwards, and draws at every window position."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(previous_paths())
+    return FullLogitsPolicy(policy), stack
+
+
+SAMPLERS = {
+    "semi_ar_hints": lambda: SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9),
+    "semi_ar_greedy": lambda: SemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.0),
+    "dual_threshold": lambda: CachedSemiARSampler(gen_length=16, block_length=8, steps=8, temperature=0.9,
+                                                  cache="dual", threshold=0.05),
+    "eoser_linear": lambda: FullDiffusionSampler(gen_length=16, steps=8, step_schedule="linear", temperature=0.9),
+    "eoser_ass": lambda: FullDiffusionSampler(gen_length=16, step_schedule="ascending", temperature=0.9),
+    "eoser_random": lambda: FullDiffusionSampler(gen_length=16, steps=16, step_schedule="linear", temperature=0.9,
+                                                 remasking="random", eos_gamma_min=0.0),
+    "maskgit": lambda: MaskGITSampler(gen_length=16, steps=6, temperature=0.9),
+    "maskgit_rcr": lambda: MaskGITSampler(gen_length=16, steps=6, temperature=0.9, rcr=True),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_masked_only_draws_give_the_same_rollouts_as_every_position(tokenizer, name):
+    """Tokens, commit steps and MaskGIT's records equal to the draw over every window position on full-canvas
+    logits, on the tiny LLaDA, which draws the mask token now and then (a position that stays masked)."""
+    policy = llada_policy(tokenizer)
+    ids, mask = prompts_for(policy)
+    seeds = torch.tensor([11, 12])
+    kwargs = {}
+    if name == "semi_ar_hints":  # row 0 has hints: fewer masked positions than row 1
+        hints = torch.full((2, 16), -1)
+        hints[0, [1, 2, 9]] = torch.tensor([40, 41, 42])
+        kwargs["hint_ids"] = hints
+    sampler = SAMPLERS[name]()
+    new = sampler.sample(policy, ids, mask, seeds, **kwargs)
+    old_policy, stack = full_logits_and_every_position(policy)
+    with stack:
+        old = sampler.sample(old_policy, ids, mask, seeds, **kwargs)
+    for field in ("completion_ids", "unmask_step", "step_predictions", "confidence", "step_masked"):
+        a, b = getattr(new, field), getattr(old, field)
+        assert (a is None and b is None) or torch.equal(a, b), field
+
+
+def test_a_drawn_mask_token_keeps_its_position_in_the_next_draw():
+    """A step that commits a drawn mask token leaves its position masked, one more than the schedule expects:
+    the next step's draw still covers every masked position (it is sized from the canvas, not the schedule)."""
+    from tests.sampling.scripted_policy import ScriptedPolicy
+
+    vocab, p, mask_id = 12, 2, ScriptedPolicy.mask_id
+
+    def probs(call, x):  # step 0: position 0 surely draws the mask token; later the last position is surest
+        out = torch.ones(x.shape[0], x.shape[1], vocab)  # elsewhere uniform: confidence 1 / 12
+        if call == 0:
+            out[:, p, mask_id] = 1000.0
+        else:
+            out[:, p + 3, 7] = 1000.0
+        return out
+
+    sampler = SemiARSampler(gen_length=4, block_length=4, steps=4, temperature=0.5)
+    args = torch.full((1, p), 3), torch.ones(1, p, dtype=torch.bool), torch.tensor([0])
+    policy = ScriptedPolicy(probs, vocab)
+    rollout = sampler.sample(policy, *args)
+    assert (policy.inputs[1][0, p:] == mask_id).all()  # step 1 sees 4 masked positions, not 3
+    assert rollout.unmask_step[0, 3] == 1 and rollout.completion_ids[0, 3] == 7  # the 4th, drawn and committed
+    with previous_paths():
+        old = sampler.sample(ScriptedPolicy(probs, vocab), *args)
+    assert torch.equal(rollout.completion_ids, old.completion_ids)
+    assert torch.equal(rollout.unmask_step, old.unmask_step)
 
 
 # 4. peft's input casts: skipped only where autocast undoes them ------------------------------------------------

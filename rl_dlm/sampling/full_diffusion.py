@@ -26,6 +26,10 @@ Deviations from the reference code (yjyddq/EOSER-ASS-RL `eval/generate.py`):
 - both end tokens are rejected early (the reference scales only `tokenizer.eos_token_id`, LLaDA's padding
   `<|endoftext|>`, not the end-of-turn `<|eot_id|>` that ends the completion just the same).
 
+Speed, with the same draws (tests/test_exact_speedups.py): each step asks for the window's logits only
+(`Policy.logits(keep=...)`), an all-ones key mask is dropped once per rollout, and the draws run at the still
+masked positions only (`semi_ar.draw_masked`).
+
     sampler = FullDiffusionSampler(gen_length=256, step_schedule="ascending", eoser=True)   # EOSER+ASS
     rollout = sampler.sample(policy, prompt_ids, prompt_mask, row_seeds)
 """
@@ -41,7 +45,7 @@ from rl_dlm.components import Rollout, completion_mask_from
 from rl_dlm.sampling.ascending import (ascending_blocks, ascending_counts, ascending_gamma, ascending_steps,
                                        eos_rejection, linear_gamma)
 from rl_dlm.sampling.rollout import start_canvas
-from rl_dlm.sampling.semi_ar import commit_top_k, gumbel_argmax, transfer_counts
+from rl_dlm.sampling.semi_ar import commit_top_k, draw_masked, transfer_counts
 
 SCHEDULES = ("linear", "ascending")
 
@@ -99,22 +103,13 @@ class FullDiffusionSampler:
             return ascending_gamma(step, self.num_steps, self.eos_gamma_min, self.eos_gamma_max)
         return linear_gamma(step, self.num_steps, self.eos_gamma_min, self.eos_gamma_max)
 
-    def ranking_confidence(self, logits: Tensor, x0: Tensor, step: int, eos_ids: Tensor,
-                           gens: list[torch.Generator]) -> Tensor:
-        """[N, W, V] window logits, [N, W] sampled tokens → [N, W] float64 confidence used only for ranking."""
-        if self.remasking == "random":
-            conf = torch.stack([torch.rand(x0.shape[1], generator=g, device=x0.device, dtype=torch.float64)
-                                for g in gens])
-        else:
-            conf = torch.softmax(logits.float(), -1).gather(-1, x0[..., None]).squeeze(-1).double()
-        return eos_rejection(conf, x0, eos_ids, self.gamma(step))
-
     @torch.no_grad()
     def sample(self, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor) -> Rollout:
         n, p = prompt_ids.shape
         device = prompt_ids.device
         canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, policy.mask_id)
-        x, attention_mask, unmask_step, gens = canvas.x, canvas.key_mask, canvas.unmask_step, canvas.gens
+        x, unmask_step, gens = canvas.x, canvas.unmask_step, canvas.gens
+        attention_mask = None if bool(canvas.key_mask.all()) else canvas.key_mask  # checked once, not per step
         eos_ids = torch.tensor(sorted({policy.stop_id, policy.pad_id}), device=device)
         fixed = ascending_counts(self.gen_length) if self.step_schedule == "ascending" else None
         for lo, hi, steps in self.windows():
@@ -123,13 +118,13 @@ class FullDiffusionSampler:
             counts = (torch.tensor(fixed, device=device)[steps].expand(n, -1) if fixed is not None
                       else transfer_counts(still.sum(1), len(steps)))
             for j, step in enumerate(steps):
-                logits = policy.logits(x, attention_mask)[:, window]
-                x0 = gumbel_argmax(logits, self.temperature, gens)
-                conf = self.ranking_confidence(logits, x0, step, eos_ids, gens)
+                logits = policy.logits(x, attention_mask, keep=window)
                 still = x[:, window] == policy.mask_id
-                commit = commit_top_k(torch.where(still, conf, torch.full_like(conf, -torch.inf)), counts[:, j])
+                x0, conf = draw_masked(logits, still, self.temperature, self.remasking, gens)
+                ranked = torch.where(still, eos_rejection(conf, x0, eos_ids, self.gamma(step)), conf)  # γ may be 0
+                commit = commit_top_k(ranked, counts[:, j])
                 x[:, window] = torch.where(commit, x0, x[:, window])
-                unmask_step[:, lo:hi][commit] = step
+                unmask_step[:, lo:hi].masked_fill_(commit, step)
         completion = x[:, p:]
         return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
                        completion_mask=completion_mask_from(completion, policy.stop_id),

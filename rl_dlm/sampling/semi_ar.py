@@ -20,9 +20,13 @@ Speed, with the same draws (tests/test_exact_speedups.py compares against the pr
 - Each step asks the model for the current block's logits only (`Policy.logits(keep=...)`): the LM head
   projects 32 positions instead of the whole canvas, and no [N, P + L, V] tensor is written (7.4 GB per step at
   64 × 456 × 126k in bf16).
-- No host synchronisation inside the step loop: an all-ones key mask is dropped once per rollout instead of
-  being checked at every forward, and commit steps are written with `masked_fill_` instead of boolean indexing.
-- The float64 Gumbel noise is built in place (one [block, V] buffer per row instead of four).
+- An all-ones key mask is dropped once per rollout instead of being checked at every forward, and commit steps
+  are written with `masked_fill_` instead of boolean indexing.
+- The float64 Gumbel noise is built in place (one [block, V] buffer per row instead of four), and the noise,
+  argmax and softmax run at the still masked positions only (`draw_masked`): each row still draws its noise
+  for the whole block, so the tokens are the same, for about half the float64 and softmax work over a block's
+  steps (the block's first step draws every position). Sizing that draw is the step's one host
+  synchronisation.
 
     sampler = SemiARSampler(gen_length=64, block_length=16, steps=32, temperature=0.9)
     rollout = sampler.sample(policy, prompt_ids, prompt_mask, row_seeds)
@@ -55,15 +59,66 @@ def commit_top_k(confidence: Tensor, k: Tensor) -> Tensor:
     return (ranks < k[:, None]) & torch.isfinite(confidence)
 
 
-def gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator]) -> Tensor:
-    """argmax(logits / T + Gumbel) with float64 noise drawn per row; T = 0 is plain argmax. logits: [N, W, V]."""
+def masked_positions(still_masked: Tensor) -> Tensor | None:
+    """[N, W] bool → [N, M] window positions, M the most positions any row has masked: each row's masked
+    positions in order, then (a row with fewer) its first unmasked ones; None when M = W. One host
+    synchronisation per call (M sizes the tensors; a drawn mask token can leave a position masked, so no
+    schedule bounds M in advance)."""
+    width = still_masked.shape[1]
+    most = int(still_masked.sum(1).max()) if still_masked.numel() else width
+    if most >= width:
+        return None
+    return torch.argsort((~still_masked).to(torch.uint8), dim=1, stable=True)[:, :max(most, 1)]
+
+
+def at_positions(logits: Tensor, positions: Tensor) -> Tensor:
+    """[N, W, V] logits → [N, M, V] at positions [N, M]."""
+    return logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+def gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator],
+                  positions: Tensor | None = None) -> Tensor:
+    """argmax(logits / T + Gumbel) with float64 noise drawn per row; T = 0 is plain argmax. logits: [N, W, V].
+
+    positions [N, M]: draw only there (the tokens elsewhere are 0). Each row still draws its noise for the whole
+    [W, V] window and uses it at its positions, so those tokens are the ones the full draw gives, from the same
+    float64 operations, for M/W of the float64 work."""
     if temperature <= 0:
         return logits.argmax(-1)
-    scores = logits.to(torch.float64, copy=True).div_(temperature)
+    chosen = logits if positions is None else at_positions(logits, positions)
+    scores = chosen.to(torch.float64, copy=True).div_(temperature)
     for n, gen in enumerate(generators):
-        u = torch.rand(scores.shape[1:], generator=gen, device=scores.device, dtype=torch.float64)
+        u = torch.rand(logits.shape[1:], generator=gen, device=scores.device, dtype=torch.float64)
+        if positions is not None:
+            u = u[positions[n]]
         scores[n] -= u.clamp_min_(1e-300).log_().neg_().log_()  # log(−log u), in place
-    return scores.argmax(-1)
+    drawn = scores.argmax(-1)
+    return drawn if positions is None else logits.new_zeros(logits.shape[:2], dtype=drawn.dtype).scatter_(
+        1, positions, drawn)
+
+
+def draw_masked(logits: Tensor, still_masked: Tensor, temperature: float, remasking: str,
+                generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+    """One low-confidence step's draw over a window: logits [N, W, V], still_masked [N, W] → (tokens [N, W],
+    confidence [N, W] float64, −∞ where not still masked).
+
+    Tokens and confidences (the untempered softmax probability of the drawn token, or a uniform draw for
+    `remasking="random"`) are computed at the masked positions only (`masked_positions`), not the whole window:
+    the same values there (the row's full noise draw, a softmax per position), for about half the float64 and
+    softmax work over a block's steps. Elsewhere the tokens are 0; no step commits them."""
+    n, w, _ = logits.shape
+    positions = masked_positions(still_masked)
+    x0 = gumbel_argmax(logits, temperature, generators, positions)
+    if remasking == "random":
+        conf = torch.stack([torch.rand(w, generator=g, device=logits.device, dtype=torch.float64)
+                            for g in generators])
+    elif positions is None:
+        conf = torch.softmax(logits.float(), -1).gather(-1, x0[..., None]).squeeze(-1).double()
+    else:
+        probs = torch.softmax(at_positions(logits, positions).float(), -1)
+        conf = probs.gather(-1, x0.gather(1, positions)[..., None]).squeeze(-1).double()
+        conf = torch.full((n, w), -torch.inf, dtype=conf.dtype, device=conf.device).scatter_(1, positions, conf)
+    return x0, torch.where(still_masked, conf, torch.full_like(conf, -torch.inf))
 
 
 @dataclass
@@ -120,15 +175,8 @@ class SemiARSampler:
             counts = transfer_counts((x[:, lo:hi] == policy.mask_id).sum(1), steps_per_block)
             for s in range(steps_per_block):
                 block_logits = self.logits(policy, x, attention_mask, p, keep=slice(lo, hi))
-                x0 = gumbel_argmax(block_logits, self.temperature, gens)
-                if self.remasking == "low_confidence":
-                    probs = torch.softmax(block_logits.float(), -1)
-                    conf = torch.gather(probs, -1, x0[..., None]).squeeze(-1).double()
-                else:
-                    conf = torch.stack([torch.rand(hi - lo, generator=g, device=device, dtype=torch.float64)
-                                        for g in gens])
                 still_masked = x[:, lo:hi] == policy.mask_id
-                conf = torch.where(still_masked, conf, torch.full_like(conf, -torch.inf))
+                x0, conf = draw_masked(block_logits, still_masked, self.temperature, self.remasking, gens)
                 commit = commit_top_k(conf, counts[:, s])
                 x[:, lo:hi] = torch.where(commit, x0, x[:, lo:hi])
                 unmask_step[:, lo - p:hi - p].masked_fill_(commit, step)

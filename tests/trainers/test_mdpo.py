@@ -165,7 +165,7 @@ def test_two_steps_three_tokens_at_temperature_one_half(monkeypatch):
     from rl_dlm.sampling import maskgit
     from tests.sampling.scripted_policy import ScriptedPolicy
 
-    monkeypatch.setattr(maskgit, "gumbel_argmax", lambda logits, temperature, gens: logits.argmax(-1))
+    monkeypatch.setattr(maskgit, "gumbel_argmax", lambda logits, temperature, gens, drawn=None: logits.argmax(-1))
     p, length, vocab = 2, 3, 16
 
     def probs(call, x):
