@@ -13,6 +13,11 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
 - `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling);
+- `sampling`: what a denoising step does after its forward, on random logits: the semi-AR draw (float64
+  Gumbel argmax and confidence softmax over a 32-token block, half of it masked, T = 0.9) at the masked
+  positions only (`draw_masked`) and at every position (as before), and one Dream sampler step's per-row
+  draws (10 rows × 128 masked positions of the Dream-7B vocabulary, top-p 0.95, entropy confidence: the
+  coupled-GRPO recipe's), against the forward they follow;
 - `*_unfused`: the forwards (base and LoRA), their batch-size-1 graphs and the checkpointed update with each
   projection called as its own module, as before rl_dlm/models/fused_projections.py (everything else runs
   fused, as `rl-dlm train` does).
@@ -37,11 +42,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.previous_paths import unfused_projections  # noqa: E402
+from bench.previous_paths import every_position, unfused_projections  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, graphs, sync  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
+from rl_dlm.sampling.dream import DreamSampler, sample_tokens  # noqa: E402
+from rl_dlm.sampling.rollout import row_generator  # noqa: E402
+from rl_dlm.sampling.semi_ar import draw_masked  # noqa: E402
 
 GEMM_MARKERS = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk", "matmul")
 ATTN_MARKERS = ("flash", "fmha", "attention", "sdpa")
@@ -102,6 +110,41 @@ def gemm_tflops(m: int, k: int, n: int, device: str) -> float:
     return 2 * m * k * n / s / 1e12
 
 
+DREAM_VOCAB = 152064
+
+
+def sampling_entry(rows: int, vocab: int, device: str, block: int = 32) -> dict:
+    """Milliseconds of one semi-AR step's draw over a block with half its positions masked: at the masked
+    positions only (the samplers' default) and at every position (before `masked_positions`)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(rows, block, vocab, device=device, generator=g).to(torch.bfloat16)
+    still = torch.rand(rows, block, device=device, generator=g).argsort(1) < block // 2
+    gens = [row_generator(i, "bench", device) for i in range(rows)]
+    draw = lambda: draw_masked(logits, still, 0.9, "low_confidence", gens)  # noqa: E731
+    entry = {"rows": rows, "block": block, "masked": block // 2, "masked_only_ms": round(timeit(draw, device) * 1e3, 2)}
+    with every_position():
+        entry["every_position_ms"] = round(timeit(draw, device) * 1e3, 2)
+    entry["speedup"] = round(entry["every_position_ms"] / entry["masked_only_ms"], 2)
+    return entry
+
+
+def dream_sampling_entry(rows: int, masked: int, vocab: int, device: str) -> dict:
+    """Milliseconds of one Dream sampler step's per-row draws (coupled-GRPO's recipe: T 1.2, top-p 0.95,
+    entropy confidence), without the forward."""
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(rows, masked, vocab, device=device, generator=g).to(torch.bfloat16)
+    sampler = DreamSampler(temperature=1.2, top_p=0.95, alg="entropy")
+    gens = [row_generator(i, "bench", device) for i in range(rows)]
+    t, s = torch.tensor(0.5, device=device), torch.tensor(0.49, device=device)
+
+    def step():
+        for row, gen in enumerate(gens):
+            _, conf = sample_tokens(logits[row], sampler.temperature, sampler.top_p, sampler.top_k, sampler.alg, gen)
+            sampler.reveal(conf, 100, t, s, gen)
+
+    return {"rows": rows, "masked": masked, "vocab": vocab, "ms": round(timeit(step, device) * 1e3, 2)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="directory for profile_8b.json")
@@ -135,6 +178,10 @@ def main():
         for k, n in ((d, d), (d, 3 * d), (d, ffn), (d, 2 * ffn), (ffn, d)):
             gemms[f"{m}x{k}x{n}"] = round(gemm_tflops(m, k, n, device) / ref, 3)
     res["gemm_fraction_of_matmul"] = gemms
+    save()
+    res["sampling"] = {"semi_ar": [sampling_entry(r, vocab, device) for r in rows],
+                       "dream": dream_sampling_entry(10, 8 if args.tiny else 128, vocab if args.tiny else DREAM_VOCAB,
+                                                     device)}
     save()
 
     policy = build_policy(shape, device)
