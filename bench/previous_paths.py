@@ -33,6 +33,8 @@ from torch import Tensor
 import rl_dlm.models.dream as dream_module
 import rl_dlm.models.llada as llada_module
 import rl_dlm.models.policy as policy_module
+import rl_dlm.sampling.cached as cached_module
+import rl_dlm.sampling.full_diffusion as full_diffusion_module
 import rl_dlm.sampling.maskgit as maskgit_module
 import rl_dlm.sampling.semi_ar as semi_ar_module
 from rl_dlm.models.fused_projections import fuse_projections, unfuse_projections
@@ -99,12 +101,15 @@ def unfused_projections(policy):
 def every_position():
     """The samplers draw tokens and confidences at every position of the window, as before
     `masked_positions` (restored on exit)."""
-    saved = semi_ar_module.masked_positions, maskgit_module.masked_positions
-    semi_ar_module.masked_positions = maskgit_module.masked_positions = lambda still_masked: None
+    modules = (semi_ar_module, cached_module, full_diffusion_module, maskgit_module)
+    saved = [m.masked_positions for m in modules]
+    for m in modules:
+        m.masked_positions = lambda still_masked: None
     try:
         yield
     finally:
-        semi_ar_module.masked_positions, maskgit_module.masked_positions = saved
+        for m, f in zip(modules, saved):
+            m.masked_positions = f
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from torch import Tensor
 from rl_dlm.components import Rollout
 from rl_dlm.models.kv_cache import BlockKVCache, block_logits, canvas_positions, supports_block_cache
 from rl_dlm.sampling.rollout import start_canvas
-from rl_dlm.sampling.semi_ar import commit_top_k, draw_masked, transfer_counts
+from rl_dlm.sampling.semi_ar import commit_top_k, draw_masked, masked_positions, transfer_counts
 
 CACHE_MODES = ("none", "prefix", "dual")
 
@@ -114,6 +114,7 @@ class CachedSemiARSampler:
                 # per-row noise streams stay in step with SemiARSampler's.
                 if self.threshold is not None and not bool(still_masked.any()):
                     break
+                drawn = masked_positions(still_masked)  # before the forward is queued: it waits for the last step
                 if cache is None:
                     logits = policy.logits(x, model_mask, keep=slice(lo, hi))
                 else:
@@ -121,7 +122,7 @@ class CachedSemiARSampler:
                     refresh = s % (self.refresh_every or steps_per_block) == 0
                     logits = block_logits(policy, x, model_mask, positions, cache, lo, hi, end, refresh=refresh)
                 forwards += 1
-                x0, conf = draw_masked(logits, still_masked, self.temperature, self.remasking, gens)
+                x0, conf = draw_masked(logits, still_masked, drawn, self.temperature, self.remasking, gens)
                 commit = commit_top_k(conf, counts[:, s])
                 if self.threshold is not None:
                     commit |= still_masked & (conf >= self.threshold)

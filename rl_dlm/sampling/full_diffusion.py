@@ -45,7 +45,7 @@ from rl_dlm.components import Rollout, completion_mask_from
 from rl_dlm.sampling.ascending import (ascending_blocks, ascending_counts, ascending_gamma, ascending_steps,
                                        eos_rejection, linear_gamma)
 from rl_dlm.sampling.rollout import start_canvas
-from rl_dlm.sampling.semi_ar import commit_top_k, draw_masked, transfer_counts
+from rl_dlm.sampling.semi_ar import commit_top_k, draw_masked, masked_positions, transfer_counts
 
 SCHEDULES = ("linear", "ascending")
 
@@ -118,9 +118,10 @@ class FullDiffusionSampler:
             counts = (torch.tensor(fixed, device=device)[steps].expand(n, -1) if fixed is not None
                       else transfer_counts(still.sum(1), len(steps)))
             for j, step in enumerate(steps):
-                logits = policy.logits(x, attention_mask, keep=window)
                 still = x[:, window] == policy.mask_id
-                x0, conf = draw_masked(logits, still, self.temperature, self.remasking, gens)
+                drawn = masked_positions(still)  # before the forward is queued: it waits for the last step
+                logits = policy.logits(x, attention_mask, keep=window)
+                x0, conf = draw_masked(logits, still, drawn, self.temperature, self.remasking, gens)
                 ranked = torch.where(still, eos_rejection(conf, x0, eos_ids, self.gamma(step)), conf)  # γ may be 0
                 commit = commit_top_k(ranked, counts[:, j])
                 x[:, window] = torch.where(commit, x0, x[:, window])

@@ -115,8 +115,8 @@ class MaskGITSampler:
         for t in range(self.steps):
             completion = x[:, p:]
             masked = completion == mask_id  # [N, L] positions masked in x_t
-            logits = policy.logits(x, model_mask, keep=slice(p, None))
             drawn = masked_positions(masked) if self.temperature > 0 else None  # x0 is read where masked only
+            logits = policy.logits(x, model_mask, keep=slice(p, None))
             x0 = gumbel_argmax(logits, self.temperature, gens, drawn)
             prediction = torch.where(masked, x0, completion)  # x̂0_t
             conf = self.confidence(logits, prediction)

@@ -63,7 +63,8 @@ def masked_positions(still_masked: Tensor) -> Tensor | None:
     """[N, W] bool → [N, M] window positions, M the most positions any row has masked: each row's masked
     positions in order, then (a row with fewer) its first unmasked ones; None when M = W. One host
     synchronisation per call (M sizes the tensors; a drawn mask token can leave a position masked, so no
-    schedule bounds M in advance)."""
+    schedule bounds M in advance): the samplers call it before queueing the step's forward, so that it waits
+    for the previous step only."""
     width = still_masked.shape[1]
     most = int(still_masked.sum(1).max()) if still_masked.numel() else width
     if most >= width:
@@ -97,17 +98,16 @@ def gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Gen
         1, positions, drawn)
 
 
-def draw_masked(logits: Tensor, still_masked: Tensor, temperature: float, remasking: str,
+def draw_masked(logits: Tensor, still_masked: Tensor, positions: Tensor | None, temperature: float, remasking: str,
                 generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
-    """One low-confidence step's draw over a window: logits [N, W, V], still_masked [N, W] → (tokens [N, W],
-    confidence [N, W] float64, −∞ where not still masked).
+    """One low-confidence step's draw over a window: logits [N, W, V], still_masked [N, W], positions
+    `masked_positions(still_masked)` → (tokens [N, W], confidence [N, W] float64, −∞ where not still masked).
 
     Tokens and confidences (the untempered softmax probability of the drawn token, or a uniform draw for
     `remasking="random"`) are computed at the masked positions only (`masked_positions`), not the whole window:
     the same values there (the row's full noise draw, a softmax per position), for about half the float64 and
     softmax work over a block's steps. Elsewhere the tokens are 0; no step commits them."""
     n, w, _ = logits.shape
-    positions = masked_positions(still_masked)
     x0 = gumbel_argmax(logits, temperature, generators, positions)
     if remasking == "random":
         conf = torch.stack([torch.rand(w, generator=g, device=logits.device, dtype=torch.float64)
@@ -174,9 +174,10 @@ class SemiARSampler:
             lo, hi = p + b * self.block_length, p + (b + 1) * self.block_length
             counts = transfer_counts((x[:, lo:hi] == policy.mask_id).sum(1), steps_per_block)
             for s in range(steps_per_block):
-                block_logits = self.logits(policy, x, attention_mask, p, keep=slice(lo, hi))
                 still_masked = x[:, lo:hi] == policy.mask_id
-                x0, conf = draw_masked(block_logits, still_masked, self.temperature, self.remasking, gens)
+                drawn = masked_positions(still_masked)  # before the forward is queued: it waits for the last step
+                block_logits = self.logits(policy, x, attention_mask, p, keep=slice(lo, hi))
+                x0, conf = draw_masked(block_logits, still_masked, drawn, self.temperature, self.remasking, gens)
                 commit = commit_top_k(conf, counts[:, s])
                 x[:, lo:hi] = torch.where(commit, x0, x[:, lo:hi])
                 unmask_step[:, lo - p:hi - p].masked_fill_(commit, step)
