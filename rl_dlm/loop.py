@@ -28,7 +28,9 @@ Stage 5 updates one group of views at a time (`LikelihoodEstimator.view_groups`,
 scores a group, calls the objective on the group's tokens (`objective_mask`) and back-propagates before the next,
 so memory does not grow with the number of views (`update_micro_batch`). Most estimators have one group of all
 views; the replays (trajectory, CJ-GRPO; steps, MDPO) have one per step. Per-step advantages [N, S] reach the
-objective through the views' `view_steps`.
+objective through the views' `view_steps`. `replay_steps_per_forward` > 1 forwards that many groups together
+and back-propagates their summed losses once: the same loss and gradient to rounding (LoRA dropout, if on, draws
+its masks for the larger batch), in larger GEMMs, holding that many groups' activations.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class LoopSettings:
     output_dir: str
     seed: int
     forward_batch_size: int | None  # rows per no-grad forward in stage 4 (None = all)
+    replay_steps_per_forward: int  # view groups per forward and backward in stage 5
     max_skipped_steps: int  # non-finite steps in a row before the run stops
 
     @property
@@ -114,10 +117,18 @@ def _view_credit(adv: Tensor, plan) -> Tensor:
     return adv.gather(1, plan.view_steps.to(adv.device))[:, 0]
 
 
+def _view_index(groups: list, k: int):
+    """The views of several groups (index into K) as one index: the group itself when there is one."""
+    if len(groups) == 1:
+        return groups[0]
+    return torch.cat([torch.arange(k)[g].reshape(-1) for g in groups])
+
+
 def update_micro_batch(policy, components: Components, part: Rollout, plan, old_logp: Tensor | None,
                        ref_logp: Tensor | None, adv: Tensor, micro_batches: int,
-                       backward: Callable[[Tensor], None]) -> dict[str, float]:
-    """Stage 5 on one micro-batch: one forward, objective and backward per view group of the estimator.
+                       backward: Callable[[Tensor], None], groups_per_forward: int = 1) -> dict[str, float]:
+    """Stage 5 on one micro-batch: per view group of the estimator, its objective; one forward and backward
+    per `groups_per_forward` groups (their views scored together, their losses summed).
 
     The objective's token mask is the estimator's `objective_mask` (the completion / loss mask; for a replay,
     the group's weights); the loss is averaged over the groups that weight any token, so one view per step gives
@@ -125,16 +136,23 @@ def update_micro_batch(policy, components: Components, part: Rollout, plan, old_
     old_logp (None: μ = 1, the current log-probs detached), ref_logp: [n, K, L] per view."""
     est, objective = components.estimator, components.objective
     groups = [g for g in est.view_groups(plan) if (plan.weights[:, g] != 0).any()]
+    k = plan.input_ids.shape[1]
     totals: dict[str, float] = {}
-    for g in groups:
-        sub = plan.views(g)
-        logp = est.reduce(score(policy, part, sub), sub)
-        old = logp.detach() if old_logp is None else est.reduce(old_logp[:, g], sub)
-        ref = None if ref_logp is None else est.reduce(ref_logp[:, g], sub)
-        loss, stats = objective(logp, old, ref, _view_credit(adv, sub), est.objective_mask(part, sub))
-        backward(loss / micro_batches / len(groups))
-        for k, v in {"loss": loss.item(), **stats}.items():
-            totals[k] = totals.get(k, 0.0) + v / len(groups)
+    for first in range(0, len(groups), groups_per_forward):
+        chunk = groups[first:first + groups_per_forward]
+        scored, offset, total = score(policy, part, plan.views(_view_index(chunk, k))), 0, None
+        for g in chunk:
+            sub = plan.views(g)
+            width = sub.input_ids.shape[1]
+            logp = est.reduce(scored[:, offset:offset + width], sub)
+            offset += width
+            old = logp.detach() if old_logp is None else est.reduce(old_logp[:, g], sub)
+            ref = None if ref_logp is None else est.reduce(ref_logp[:, g], sub)
+            loss, stats = objective(logp, old, ref, _view_credit(adv, sub), est.objective_mask(part, sub))
+            total = loss if total is None else total + loss
+            for key, v in {"loss": loss.item(), **stats}.items():
+                totals[key] = totals.get(key, 0.0) + v / len(groups)
+        backward(total / micro_batches / len(groups))
     return totals
 
 
@@ -209,7 +227,8 @@ def train(policy, components: Components, rewards: RewardRunner, prompt_batches:
                     part, plan = rollout.rows(mb), plans[it].rows(mb)
                     old_mb, ref_mb = (None if t[it] is None else t[it][mb] for t in (old, ref))  # old None: μ = 1
                     tracker.count("update", plan.input_ids.numel())
-                    stats = update_micro_batch(policy, c, part, plan, old_mb, ref_mb, adv[mb], len(batches), backward)
+                    stats = update_micro_batch(policy, c, part, plan, old_mb, ref_mb, adv[mb], len(batches), backward,
+                                               s.replay_steps_per_forward)
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v / len(batches)
                 grad_norm, applied = rt.step()  # not applied: a non-finite loss or gradient, discarded

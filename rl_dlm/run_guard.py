@@ -94,7 +94,7 @@ OUT_OF_MEMORY_FIXES = {
     "reward": "cuda_graphs=false or fewer rollout rows per process (a refiner regenerates rows here)",
     "old_logp": "forward_batch_size=<rows> (the old and reference log-probs in chunks of that many rows)",
     "update": "gradient_checkpointing=true, or a smaller per_device_train_batch_size with more "
-              "gradient_accumulation_steps (the same rows per optimizer step)",
+              "gradient_accumulation_steps (the same rows per optimizer step), or replay_steps_per_forward=1",
 }
 
 

@@ -76,7 +76,8 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "warmup_steps": _at_least(0), "beta": _at_least(0), "epsilon": _above(0), "epsilon_high": _above(0),
     "max_prompt_length": _at_least(1), "max_completion_length": _at_least(1), "block_length": _at_least(1),
     "diffusion_steps": _at_least(1), "temperature": _at_least(0), "p_mask_prompt": _unit(True),
-    "forward_batch_size": _at_least(1), "lora_r": _at_least(1), "lora_alpha": _above(0), "lora_dropout": _unit(False),
+    "forward_batch_size": _at_least(1), "replay_steps_per_forward": _at_least(1),
+    "lora_r": _at_least(1), "lora_alpha": _above(0), "lora_dropout": _unit(False),
     "logging_steps": _at_least(1), "save_steps": _at_least(0), "save_total_limit": _at_least(1), "seed": _at_least(0),
     "max_skipped_steps": _at_least(1),
 }

@@ -149,6 +149,7 @@ def test_a_hub_id_is_left_to_the_hub():
     ("objective.kl=k4", "objective.kl must be one of k1, k2, k3"),
     ("likelihood.p_mask_prompt=1.5", "likelihood.p_mask_prompt must be in [0, 1]"),
     ("max_steps=0", "max_steps must be ≥ 1"),
+    ("replay_steps_per_forward=0", "replay_steps_per_forward must be ≥ 1"),
     ("advantage=batch", "unknown advantage 'batch'"),
 ])
 def test_bad_values_name_the_key_before_a_model_loads(tmp_path, capsys, no_model, override, expected):

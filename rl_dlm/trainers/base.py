@@ -79,6 +79,9 @@ class RLConfig:
     temperature: float = 0.9
     remasking: str = "low_confidence"
     forward_batch_size: int | None = None  # rows per no-grad forward of the old / reference log-probs (None: all)
+    # step replays (CJ-GRPO, MDPO): steps forwarded together in the update, one backward over their summed
+    # losses; larger GEMMs, that many steps' activations held (rl_dlm/loop.py `update_micro_batch`)
+    replay_steps_per_forward: int = 1
     # LoRA
     lora_r: int = 128
     lora_alpha: int = 64

@@ -74,6 +74,40 @@ def test_token_mean_within_each_step_then_mean_over_steps(tiny_lora_policy):
     assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_fraction"] == 0.0
 
 
+def _update(policy, est, rollout, plan, old, groups_per_forward: int):
+    """One update → (loss values passed to backward, stats, LoRA gradients); gradients zeroed after."""
+    losses = []
+    stats = update_micro_batch(policy, _components(est, beta=0.0), rollout, plan, old, None, torch.tensor([1.0, -2.0]),
+                               2, lambda loss: (losses.append(loss.item()), loss.backward()), groups_per_forward)
+    grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
+    policy.model.zero_grad(set_to_none=True)
+    return losses, stats, grads
+
+
+@pytest.mark.parametrize("groups_per_forward", [3, 100])
+def test_steps_forwarded_together_give_the_same_update(tiny_lora_policy, groups_per_forward):
+    """replay_steps_per_forward: the steps' views in one forward and their summed losses in one backward give
+    the loss, statistics and gradients of one forward and backward per step (to fp32 rounding)."""
+    policy = tiny_lora_policy
+    with torch.no_grad():  # non-zero adapters, so every LoRA weight gets a gradient
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    rollout = _rollout(policy, SAMPLERS["semi_ar"])
+    rollout.loss_mask = rollout.unmask_step != 5  # one step with nothing to train: skipped in both
+    est = TrajectoryReplayEstimator(mask_id=policy.mask_id)
+    plan = est.plan(rollout, 0)
+    old = _score_no_grad(policy, est, rollout, plan, None) + 0.01  # ρ ≠ 1: the clipped objective does work
+    one_losses, one_stats, one_grads = _update(policy, est, rollout, plan, old, 1)
+    losses, stats, grads = _update(policy, est, rollout, plan, old, groups_per_forward)
+    assert len(one_losses) == 7 and len(losses) == -(-7 // groups_per_forward)  # backward calls
+    assert sum(losses) == pytest.approx(sum(one_losses), abs=1e-6)
+    assert stats == pytest.approx(one_stats, abs=1e-6)
+    assert one_grads.keys() == grads.keys() and any("lora_A" in n for n in grads)
+    for n, g in grads.items():
+        torch.testing.assert_close(g, one_grads[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
 class _OneGroup(TrajectoryReplayEstimator):
     """Control: every view in a single group (one graph for all S steps, as in the reference)."""
 

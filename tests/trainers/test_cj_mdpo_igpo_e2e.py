@@ -23,7 +23,8 @@ def noisy_text_reward(completions, **kw):
 
 @pytest.mark.parametrize("algo,sampler,extra", [
     ("cj_grpo", "FullDiffusionSampler", []),
-    ("mdpo", "MaskGITSampler", ["num_iterations=1", "likelihood.top_k_steps=4"]),  # μ = 1 as in the paper (quickstart: 4)
+    # μ = 1 as in the paper (quickstart: 4); 4 replayed steps forwarded 3 + 1 (CJ-GRPO and IGPO: one by one)
+    ("mdpo", "MaskGITSampler", ["num_iterations=1", "likelihood.top_k_steps=4", "replay_steps_per_forward=3"]),
     ("igpo", "SemiARSampler", []),
 ])
 def test_two_steps_from_the_composed_config(tmp_path, algo, sampler, extra):
