@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU measurements bench/RESULTS.md still owes ("Exact speed-ups built since, not yet measured on a GPU"), in
+# three parts that each end inside the device's 10-minute limit, the acceptance numbers of the 8B issue first.
+# On the device (carry `.whl`, built here by bench/gpu_wheels.sh; nvidia-h200 or nvidia-h100-x1):
+#
+#   bash bench/device_plan.sh 1   # rollouts and the update, each against the code it replaced, in the same run:
+#                                 # batch size 1 (+unfused), exact 64 rows (+unfused), dual cache (+unfused,
+#                                 # +wide), one LoRA r 128 update with checkpointing (--compare-old)   ≈ 8 min
+#   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes (bench/rl_step.py) ≈ 8 min
+#   bash bench/device_plan.sh 3   # the kernel split (bench/profile_8b.py, sampling included), then CJ-GRPO with
+#                                 # its 8 replayed steps per forward while time is left                  ≈ 9 min
+#   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
+#
+# Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
+# $OUT/<name>/ (its JSON record and log.txt); a command that would start with under a minute left is skipped
+# and says so. Back here: copy $OUT, note the commit the device's tree was (its records name the session's first
+# commit), and enter the numbers in bench/RESULTS.md and docs/performance.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PART=${1:?usage: bash bench/device_plan.sh 1|2|3}
+OUT=${OUT:-/tmp/device_plan}
+LIMIT=${LIMIT:-570}
+if [ -z "${DRY_RUN:-}" ]; then
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+    fi
+    export PYTHONUNBUFFERED=1
+fi
+
+START=$SECONDS
+run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remaining time
+    local name=$1
+    shift
+    local left=$((LIMIT - (SECONDS - START)))
+    if [ -n "${DRY_RUN:-}" ]; then
+        echo "$* --out $OUT/$name"
+        return
+    fi
+    if [ "$left" -lt 60 ]; then
+        echo "$name: skipped, $left s left of the part's $LIMIT"
+        return
+    fi
+    mkdir -p "$OUT/$name"
+    timeout "$left" "$@" --out "$OUT/$name" >"$OUT/$name/log.txt" 2>&1
+    echo "$name: exit $? after $((SECONDS - START)) s of the part; tail of its log:"
+    tail -n 3 "$OUT/$name/log.txt"
+}
+
+case $PART in
+1)
+    run bs1 python3 bench/rollout.py --n 1 --modes none,none+unfused,none+graphs,none+graphs+unfused
+    run exact64 python3 bench/rollout.py --n 64 --modes none,none+unfused --exact-steps 16
+    run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+unfused,dual+graphs+wide
+    run ts python3 bench/train_step.py --autocast --updates 2 --compare-old
+    ;;
+2)
+    run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --time-budget-s 500
+    ;;
+3)
+    run profile python3 bench/profile_8b.py --skip-compile
+    run cj_replay8 python3 bench/rl_step.py --algos cj_grpo --set replay_steps_per_forward=8 --time-budget-s 240
+    ;;
+*)
+    echo "unknown part $PART: expected 1, 2 or 3" >&2
+    exit 2
+    ;;
+esac
