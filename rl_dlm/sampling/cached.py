@@ -21,7 +21,8 @@ Deviations from Fast-dLLM, on purpose:
 - `cache="none"` asks for the block's logits only (`Policy.logits(keep=...)`), an all-ones key mask is dropped
   once per rollout and commit steps are written without boolean indexing; every mode draws at the still masked
   positions only (`semi_ar.draw_masked`): same draws as before (tests/test_exact_speedups.py), about half the
-  float64 work per step, and two host synchronisations per step (sizing that draw, the early-stop check).
+  float64 work per step, for one host synchronisation per step that sizes the draw (besides the early-stop
+  check's).
 - `unmask_step` counts scheduled steps (block b, step s → b·steps_per_block + s), as the exact sampler does, even
   when threshold decoding or early stop skips steps; `extras["forwards"]` counts the model calls made.
 

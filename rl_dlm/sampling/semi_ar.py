@@ -161,8 +161,7 @@ class SemiARSampler:
     def sample(self, policy, prompt_ids: Tensor, prompt_mask: Tensor, row_seeds: Tensor,
                hint_ids: Tensor | None = None) -> Rollout:
         """hint_ids: optional [N, L] tokens fixed in the canvas (−1 where free); they never count as steps."""
-        n, p = prompt_ids.shape
-        device = prompt_ids.device
+        p = prompt_ids.shape[1]
         canvas = start_canvas(prompt_ids, prompt_mask, row_seeds, self.gen_length, policy.mask_id, hint_ids)
         x, hint_mask = canvas.x, canvas.hint_mask
         attention_mask = None if bool(canvas.key_mask.all()) else canvas.key_mask  # checked once, not per step
