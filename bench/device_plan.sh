@@ -49,7 +49,7 @@ run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remain
 
 case $PART in
 1)
-    run bs1 python3 bench/rollout.py --n 1 --modes none,none+unfused,none+graphs,none+graphs+unfused
+    run bs1 python3 bench/rollout.py --n 1 --modes none,none+unfused,none+graphs,none+graphs+unfused --compare-old
     run exact64 python3 bench/rollout.py --n 64 --modes none,none+unfused --exact-steps 16
     run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+unfused,dual+graphs+wide
     run ts python3 bench/train_step.py --autocast --updates 2 --compare-old
