@@ -28,6 +28,8 @@
 #   python3 bench/rl_step.py --algos igpo,mdpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt        # ≈ 7 min
 #   python3 bench/rl_step.py --algos coupled_grpo --out $OUT --time-budget-s 560 2>&1 | tee $OUT/log.txt     # ≈ 4 min
 #
+# (bench/device_plan.sh runs the speed measurements that bench/RESULTS.md still owes in three such parts.)
+#
 # and, back here, `python bench/rl_step.py --merge <each run's rl_step.json> --out bench/results` for the record and
 # the table of bench/RESULTS.md. Several GPUs (nvidia-h200-x2/x4/x8; NCCL's NVLink multicast stays off there):
 #
