@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The GPU measurements bench/RESULTS.md still owes ("Exact speed-ups built since, not yet measured on a GPU"), in
-# three parts that each end inside the device's 10-minute limit, the acceptance numbers of the 8B issue first.
+# The GPU measurements the 8B issue still owes, in three parts that each end inside the device's 10-minute limit,
+# the acceptance numbers first: each with and without the compiled element-wise kernels (`compiled_elementwise`,
+# rl_dlm/models/elementwise.py), in the same run.
 # On the device (carry `.whl`, built here by bench/gpu_wheels.sh; nvidia-h200 or nvidia-h100-x1):
 #
-#   bash bench/device_plan.sh 1   # rollouts and the update, each against the code it replaced, in the same run:
-#                                 # batch size 1 (+unfused), exact 64 rows (+unfused), dual cache (+unfused,
-#                                 # +wide), one LoRA r 128 update with checkpointing (--compare-old)   ≈ 8 min
-#   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes (bench/rl_step.py) ≈ 8 min
-#   bash bench/device_plan.sh 3   # the kernel split (bench/profile_8b.py, sampling included), then CJ-GRPO with
-#                                 # its 8 replayed steps per forward while time is left                  ≈ 9 min
+#   bash bench/device_plan.sh 1   # rollouts and the update: batch size 1 (graphs, +compiled, and the code of the
+#                                 # issue's measurement: --compare-old), exact 64 rows (+compiled), dual cache
+#                                 # (+compiled), one LoRA r 128 update with checkpointing (--compiled-elementwise)
+#   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with the compiled kernels
+#   bash bench/device_plan.sh 3   # the kernel split with and without them (bench/profile_8b.py), then CJ-GRPO
+#                                 # with its 8 replayed steps per forward and the compiled kernels
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
 #
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
@@ -49,17 +50,18 @@ run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remain
 
 case $PART in
 1)
-    run bs1 python3 bench/rollout.py --n 1 --modes none,none+unfused,none+graphs,none+graphs+unfused --compare-old
-    run exact64 python3 bench/rollout.py --n 64 --modes none,none+unfused --exact-steps 16
-    run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+unfused,dual+graphs+wide
-    run ts python3 bench/train_step.py --autocast --updates 2 --compare-old
+    run bs1 python3 bench/rollout.py --n 1 --modes none,none+graphs,none+graphs+compiled --compare-old
+    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
+    run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+compiled
+    run ts python3 bench/train_step.py --autocast --updates 2 --compiled-elementwise
     ;;
 2)
-    run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --time-budget-s 500
+    run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --set compiled_elementwise=true --time-budget-s 500
     ;;
 3)
-    run profile python3 bench/profile_8b.py --skip-compile
-    run cj_replay8 python3 bench/rl_step.py --algos cj_grpo --set replay_steps_per_forward=8 --time-budget-s 240
+    run profile python3 bench/profile_8b.py --skip-compile --skip-unfused
+    run cj_replay8 python3 bench/rl_step.py --algos cj_grpo --set replay_steps_per_forward=8 \
+        --set compiled_elementwise=true --time-budget-s 240
     ;;
 *)
     echo "unknown part $PART: expected 1, 2 or 3" >&2

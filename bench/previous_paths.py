@@ -37,6 +37,7 @@ import rl_dlm.sampling.cached as cached_module
 import rl_dlm.sampling.full_diffusion as full_diffusion_module
 import rl_dlm.sampling.maskgit as maskgit_module
 import rl_dlm.sampling.semi_ar as semi_ar_module
+from rl_dlm.models.elementwise import EAGER, Elementwise
 from rl_dlm.models.fused_projections import fuse_projections, unfuse_projections
 from rl_dlm.components import Rollout
 from rl_dlm.sampling.rollout import start_canvas
@@ -64,11 +65,15 @@ def textbook_apply_rope(t: Tensor, cos: Tensor, sin: Tensor, full_precision: boo
     return (t_ * cos + torch.cat((-x2, x1), dim=-1) * sin).to(t.dtype)
 
 
-def textbook_llada_norm_forward(self, x: Tensor) -> Tensor:
+def textbook_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     with torch.autocast(device_type=x.device.type, enabled=False):
         h = x.float()
-        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-    h = self.weight * h
+        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return weight * h
+
+
+def textbook_llada_norm_forward(self, x: Tensor) -> Tensor:
+    h = textbook_norm(x, self.weight, self.eps)
     return h + self.bias if self.bias is not None else h
 
 
@@ -121,19 +126,27 @@ def previous_paths(policy=None):
         yield
 
 
+# The element-wise steps as the official code writes them (the native modules' default before
+# rl_dlm/models/rope.py and rms_norm.py took fewer passes).
+TEXTBOOK = Elementwise("textbook", textbook_norm, textbook_apply_rope, EAGER.silu_mul)
+ELEMENTWISE_CLASSES = (llada_module.LLaDARMSNorm, llada_module.LLaDABlock, dream_module.DreamRMSNorm,
+                       dream_module.DreamAttention, dream_module.DreamMLP)
+
+
 @contextlib.contextmanager
 def _textbook_kernels():
-    saved = (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
-             dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant)
-    llada_module.apply_rope = dream_module.apply_rope = textbook_apply_rope
-    llada_module.LLaDARMSNorm.forward = textbook_llada_norm_forward
-    dream_module.DreamRMSNorm.forward = textbook_dream_norm_forward
+    """The classes' default element-wise steps (those of modules `compile_elementwise` has not switched) and
+    peft's input casts as they were."""
+    saved = [cls.elementwise for cls in ELEMENTWISE_CLASSES], policy_module.lora_input_casts_skipped_if_redundant
+    for cls in ELEMENTWISE_CLASSES:
+        cls.elementwise = TEXTBOOK
     policy_module.lora_input_casts_skipped_if_redundant = lora_input_casts_kept
     try:
         yield
     finally:
-        (llada_module.apply_rope, dream_module.apply_rope, llada_module.LLaDARMSNorm.forward,
-         dream_module.DreamRMSNorm.forward, policy_module.lora_input_casts_skipped_if_redundant) = saved
+        for cls, kernels in zip(ELEMENTWISE_CLASSES, saved[0]):
+            cls.elementwise = kernels
+        policy_module.lora_input_casts_skipped_if_redundant = saved[1]
 
 
 def previous_gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator]) -> Tensor:

@@ -18,6 +18,9 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
   positions only (`draw_masked`) and at every position (as before), and one Dream sampler step's per-row
   draws (10 rows × 128 masked positions of the Dream-7B vocabulary, top-p 0.95, entropy confidence: the
   coupled-GRPO recipe's), against the forward they follow;
+- `*_compiled_elementwise`: the forwards, the batch-size-1 graphs and the checkpointed update with RMSNorm,
+  RoPE and SiLU·mul as the fused compiled kernels of `compiled_elementwise` (rl_dlm/models/elementwise.py),
+  with `compile_s`, the seconds its first call took;
 - `*_unfused`: the forwards (base and LoRA), their batch-size-1 graphs and the checkpointed update with each
   projection called as its own module, as before rl_dlm/models/fused_projections.py (everything else runs
   fused, as `rl-dlm train` does).
@@ -32,6 +35,7 @@ without it 4·N.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -46,6 +50,7 @@ from bench.previous_paths import unfused_projections  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, graphs, sync  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
+from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
 from rl_dlm.sampling.dream import DreamSampler, sample_tokens  # noqa: E402
 from rl_dlm.sampling.rollout import row_generator  # noqa: E402
@@ -149,7 +154,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="directory for profile_8b.json")
     ap.add_argument("--rows", default="12,64", help="forward batch sizes (rows) to time")
-    ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile measurement")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out the whole-block torch.compile entry")
+    ap.add_argument("--skip-unfused", action="store_true", help="leave out the *_unfused entries")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, not the speed")
     ap.add_argument("--prompt", type=int, default=200)
     ap.add_argument("--gen", type=int, default=256)
@@ -213,15 +219,34 @@ def main():
         entry["compute_floor_ms"] = round(forward_flops(r, block) / (ref * 1e12) * 1e3, 2)
         return entry
 
+    @contextlib.contextmanager
+    def compiled_kernels(first_call):
+        """The compiled element-wise kernels, compiled by `first_call` (timed as `compile_s`)."""
+        compile_elementwise(policy.model)
+        t = time.perf_counter()
+        first_call()
+        sync(device)
+        try:
+            yield round(time.perf_counter() - t, 1)
+        finally:
+            compile_elementwise(policy.model, enabled=False)
+
     model.eval()
     res["forward_base"] = [forward_entry(r) for r in rows]
     save()
     res["graphs_base"] = [graph_entry(1), graph_entry(rows[0])]
     save()
-    with unfused_projections(policy):  # each projection its own module, as before fused_projections.py
-        res["forward_base_unfused"] = [forward_entry(r) for r in rows]
-        res["graphs_base_unfused"] = [graph_entry(1)]
+    ids0 = torch.randint(0, vocab - 100, (rows[0], T), device=device)
+    with compiled_kernels(lambda: step_forward(ids0)) as compile_s:
+        res["forward_base_compiled_elementwise"] = [{"compile_s": compile_s, **forward_entry(rows[0])}] + [
+            forward_entry(r) for r in rows[1:]]
+        res["graphs_base_compiled_elementwise"] = [graph_entry(1)]
     save()
+    if not args.skip_unfused:
+        with unfused_projections(policy):  # each projection its own module, as before fused_projections.py
+            res["forward_base_unfused"] = [forward_entry(r) for r in rows]
+            res["graphs_base_unfused"] = [graph_entry(1)]
+        save()
 
     model = policy.model = add_lora(model, LoraSettings(r=128, alpha=64, dropout=0.0))
     if device == "cuda":
@@ -235,10 +260,14 @@ def main():
     save()
     res["graphs_lora"] = [graph_entry(1), graph_entry(rows[0])]
     save()
-    with unfused_projections(policy):
-        res["forward_lora_unfused"] = [forward_entry(rows[0])]
-        res["graphs_lora_unfused"] = [graph_entry(1)]
+    with compiled_kernels(lambda: step_forward(ids0)) as compile_s:
+        res["forward_lora_compiled_elementwise"] = [{"compile_s": compile_s, **forward_entry(rows[0])}]
     save()
+    if not args.skip_unfused:
+        with unfused_projections(policy):
+            res["forward_lora_unfused"] = [forward_entry(rows[0])]
+            res["graphs_lora_unfused"] = [graph_entry(1)]
+        save()
 
     def update(r: int, checkpointing: bool):
         model.train()
@@ -270,8 +299,11 @@ def main():
         return entry
 
     res["update"] = [update(6, True), update(6, False), update(12, True)]
-    with unfused_projections(policy):
-        res["update_unfused"] = [update(6, True)]
+    with compiled_kernels(lambda: None):  # timeit's warm-up compiles the autograd graphs
+        res["update_compiled_elementwise"] = [update(6, True)]
+    if not args.skip_unfused:
+        with unfused_projections(policy):
+            res["update_unfused"] = [update(6, True)]
     model.gradient_checkpointing_disable()
     save()
 

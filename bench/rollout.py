@@ -19,7 +19,10 @@ rollouts that capture every window, and with the fraction of tokens equal to the
 A mode with `+unfused` (`none+unfused`, `none+graphs+unfused`) calls each projection as its own module (one GEMM
 each, peft's own LoRA forward), as before rl_dlm/models/fused_projections.py (the default here, as in
 `rl-dlm train`, fuses them); the fused mode then records its speed-up over it and the fraction of tokens both
-draw alike (1.0 expected, up to rounding ties). A mode with `+wide` draws its float64 Gumbel noise and
+draw alike (1.0 expected, up to rounding ties). A mode with `+compiled` runs RMSNorm, RoPE and SiLU·mul as the
+fused compiled kernels of `compiled_elementwise` (rl_dlm/models/elementwise.py; its warm-up compiles them) and
+records `speedup_of_compiled` and `token_agreement_without_compiled` against the same mode without it. A mode
+with `+wide` draws its float64 Gumbel noise and
 confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
 at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
@@ -49,6 +52,7 @@ from bench.previous_paths import (FullLogitsPolicy, every_position, previous_pat
                                   previous_semi_ar_sample, unfused_projections)
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
+from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from rl_dlm.models.fused_projections import fuse_projections  # noqa: E402
@@ -161,25 +165,31 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
 
 
 BASELINES = ("unfused", "wide")  # suffixes that run the code an exact speed-up replaced, to compare in one run
+OPTIONS = ("compiled",)  # suffixes that turn on an opt-in speed-up (compiled_elementwise), to compare in one run
 
 
 def mode_parts(mode: str) -> tuple[str, set[str]]:
     """"dual+graphs+unfused" → ("dual", {"graphs", "unfused"})."""
     sampler, *flags = mode.split("+")
-    unknown = set(flags) - {"graphs", *BASELINES}
+    unknown = set(flags) - {"graphs", *BASELINES, *OPTIONS}
     if unknown:
-        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused and/or +wide")
+        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused, +wide "
+                         "and/or +compiled")
     return sampler, set(flags)
 
 
 @contextlib.contextmanager
-def baselines(policy, flags: set[str]):
-    """The code before fused projections (+unfused) and before masked-only draws (+wide), as the flags ask."""
+def mode_code(policy, flags: set[str]):
+    """The code before fused projections (+unfused) and before masked-only draws (+wide), and the compiled
+    element-wise kernels (+compiled, rl_dlm/models/elementwise.py), as the flags ask."""
     with contextlib.ExitStack() as stack:
         if "unfused" in flags:
             stack.enter_context(unfused_projections(policy))
         if "wide" in flags:
             stack.enter_context(every_position())
+        if "compiled" in flags:
+            compile_elementwise(policy.model)
+            stack.callback(compile_elementwise, policy.model, False)
         yield
 
 
@@ -224,7 +234,8 @@ def main():
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--modes", default="dual,prefix,none",
-                    help="comma-separated: none, prefix, dual, dual_r2, ..., each with +graphs, +unfused and/or +wide")
+                    help="comma-separated: none, prefix, dual, dual_r2, ..., each with +graphs, +unfused, +wide "
+                         "and/or +compiled")
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")
@@ -251,16 +262,17 @@ def main():
 
     matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
     n_body, n_head = body_and_head_params(shape)
-    # Warm-up: one short rollout per mode (kernel selection, allocator), not timed.
+    # Warm-up: one short rollout per mode (kernel selection, allocator, +compiled's compilation), not timed.
     for m in modes:
-        timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
-              device)
+        with mode_code(policy, mode_parts(m)[1]):
+            timed(make_sampler(m, **{**common, "gen_length": args.block, "steps": 2}), policy, prompts, mask, seeds,
+                  device)
 
     def run(m: str, previous: bool = False, warmups: int = 0) -> tuple[dict, torch.Tensor | None]:
         """One timed rollout of mode m after `warmups` untimed ones → (metrics, completion ids; None when only
         the first steps were timed)."""
         sampler_name, flags = mode_parts(m)
-        with baselines(policy, flags):
+        with mode_code(policy, flags):
             for _ in range(warmups):
                 run_as_is(m, sampler_name, "graphs" in flags, previous)
             return run_as_is(m, sampler_name, "graphs" in flags, previous)
@@ -315,6 +327,12 @@ def main():
                 if ids[m] is not None and ids[new] is not None:
                     results[new][f"token_agreement_with_{flag}"] = round(
                         (ids[m] == ids[new]).float().mean().item(), 4)
+        for flag in OPTIONS:  # the opt-in speed-up over the same mode without it, measured in this run
+            old = m.replace(f"+{flag}", "")
+            if old != m and old in results:
+                r[f"speedup_of_{flag}"] = round(r["generated_tokens_per_s"] / results[old]["generated_tokens_per_s"], 3)
+                if ids[m] is not None and ids[old] is not None:
+                    r[f"token_agreement_without_{flag}"] = round((ids[m] == ids[old]).float().mean().item(), 4)
     base = results.get("none", {}).get("generated_tokens_per_s")
     if base:
         for r in results.values():

@@ -23,6 +23,8 @@ it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the re
 `--compare-old` times stage 4 and the update a second time on the implementation before the exact speed-ups
 (bench/previous_paths.py: full-length logits sliced to the completion, textbook RoPE / RMSNorm) right after the
 current one, and records both medians and the largest difference between their stage-4 log-probs.
+`--compiled-elementwise` does the same with RMSNorm, RoPE and SiLU·mul as the fused compiled kernels of
+`compiled_elementwise` (rl_dlm/models/elementwise.py; the warm-up update compiles them).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.components import Rollout  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
 from rl_dlm.likelihood.one_step import OneStepEstimator  # noqa: E402
+from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora, disable_dropout  # noqa: E402
 from rl_dlm.objectives import ClippedTokenObjective  # noqa: E402
 
@@ -63,6 +66,8 @@ def main():
                     help="gradient checkpointing (non-reentrant), as the 8B recipes run")
     ap.add_argument("--compare-old", action="store_true",
                     help="also time each update on the code before the exact speed-ups (bench/previous_paths.py)")
+    ap.add_argument("--compiled-elementwise", action="store_true",
+                    help="also time each update with the compiled element-wise kernels (rl_dlm/models/elementwise.py)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B
@@ -117,10 +122,22 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    def timed_update(it: int, previous: bool) -> tuple[float, float, float]:
-        """(stage-4 seconds, update seconds, peak GiB of the update) on the current or the previous code."""
-        scorer = FullLogitsPolicy(policy) if previous else policy
-        with previous_paths(policy) if previous else contextlib.nullcontext():
+    @contextlib.contextmanager
+    def code(variant: str):
+        """"current", "compiled" (its element-wise kernels compiled) or "previous" (the code before)."""
+        if variant == "previous":
+            with previous_paths(policy):
+                yield FullLogitsPolicy(policy)
+            return
+        compile_elementwise(policy.model, enabled=variant == "compiled")
+        try:
+            yield policy
+        finally:
+            compile_elementwise(policy.model, enabled=False)
+
+    def timed_update(it: int, variant: str) -> tuple[float, float, float]:
+        """(stage-4 seconds, update seconds, peak GiB of the update) on one variant of the code."""
+        with code(variant) as scorer:
             sync(device)
             t0 = time.perf_counter()
             plan, old, ref = stage4(it, scorer)
@@ -132,19 +149,19 @@ def main():
             sync(device)
             t2 = time.perf_counter()
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-        print(f"update {it}{' (previous code)' if previous else ''}: stage4 {t1 - t0:.2f}s update {t2 - t1:.2f}s "
-              f"loss {loss:.4f}", flush=True)
+        print(f"update {it} ({variant}): stage4 {t1 - t0:.2f}s update {t2 - t1:.2f}s loss {loss:.4f}", flush=True)
         return t1 - t0, t2 - t1, peak
 
     # the whole run, as the trainer (rl_dlm.trainers.base.bf16_autocast: no weight-cast cache, so each update's
     # forward sees the adapters the previous AdamW step wrote)
     torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast, cache_enabled=False).__enter__()
-    runs = {False: [], True: []}  # previous code? → [(stage4 s, update s, peak GiB)] of the timed updates
+    variants = ["current"] + ["compiled"] * args.compiled_elementwise + ["previous"] * args.compare_old
+    runs = {v: [] for v in variants}  # variant → [(stage4 s, update s, peak GiB)] of the timed updates
     for it in range(args.updates + 1):
-        for previous in ([False, True] if args.compare_old else [False]):
-            result = timed_update(it, previous)
+        for variant in variants:
+            result = timed_update(it, variant)
             if it > 0:  # the first is a warm-up
-                runs[previous].append(result)
+                runs[variant].append(result)
 
     def summary(rows):
         seconds = statistics.median(r[1] for r in rows)
@@ -154,21 +171,24 @@ def main():
                 "stage4_old_and_ref_logp_s": round(statistics.median(r[0] for r in rows), 3),
                 "peak_memory_gib": round(max(r[2] for r in rows), 2)}
 
-    metrics = summary(runs[False])
-    if args.compare_old:
-        metrics["previous"] = summary(runs[True])
-        metrics["update_speedup_vs_previous"] = round(metrics["previous"]["seconds_per_update"]
-                                                      / metrics["seconds_per_update"], 3)
-        metrics["stage4_speedup_vs_previous"] = round(metrics["previous"]["stage4_old_and_ref_logp_s"]
-                                                      / metrics["stage4_old_and_ref_logp_s"], 3)
-        now = stage4(0)[1]  # the same weights, both codes
-        with previous_paths(policy):
-            before = stage4(0, FullLogitsPolicy(policy))[1]
-        metrics["max_abs_logp_difference_vs_previous"] = (now - before).abs().max().item()
+    metrics = summary(runs["current"])
+    now = stage4(0)[1]  # the same weights for every variant
+    for variant, key in (("previous", "vs_previous"), ("compiled", "of_compiled")):
+        if variant not in runs:
+            continue
+        other = metrics[variant if variant == "previous" else "compiled_elementwise"] = summary(runs[variant])
+        slow, fast = (other, metrics) if variant == "previous" else (metrics, other)
+        metrics[f"update_speedup_{key}"] = round(slow["seconds_per_update"] / fast["seconds_per_update"], 3)
+        metrics[f"stage4_speedup_{key}"] = round(slow["stage4_old_and_ref_logp_s"]
+                                                 / fast["stage4_old_and_ref_logp_s"], 3)
+        with code(variant) as scorer:
+            logp = stage4(0, scorer)[1]
+        metrics[f"max_abs_logp_difference_{key}"] = (now - logp).abs().max().item()
     record = write_record(
         Path(args.out) / "train_step.json", "train_step", metrics,
         units={"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
                "max_abs_logp_difference_vs_previous": "nats (stage-4 log-probs, current vs previous code)",
+               "max_abs_logp_difference_of_compiled": "nats (stage-4 log-probs, compiled vs eager element-wise)",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)",
                "fraction_of_matmul": "update FLOPs (6·N_body·tokens with checkpointing, else 4·N_body·tokens, + "
                                      "4·N_head·completion tokens) per second / the 8192³ bf16 matmul rate"},

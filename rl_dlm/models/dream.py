@@ -43,11 +43,11 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.elementwise import EAGER
 from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.llada import kept_positions
-from rl_dlm.models.rms_norm import normalize
-from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
+from rl_dlm.models.rope import query_rope, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel", "tiny_dream_config"]
 
@@ -112,17 +112,20 @@ def tiny_dream_config(vocab_size: int = 128, mask_token_id: int = 127, pad_token
 class DreamRMSNorm(nn.Module):
     """Qwen2RMSNorm: normalise in fp32, cast back to the input dtype, then scale."""
 
+    elementwise = EAGER  # or the fused kernels (rl_dlm/models/elementwise.py)
+
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * normalize(x, self.eps)  # rl_dlm/models/rms_norm.py
+        return self.elementwise.norm(x, self.weight, self.eps)  # rl_dlm/models/rms_norm.py
 
 
 class DreamAttention(nn.Module):
     projection_groups = (("q_proj", "k_proj", "v_proj"), ("o_proj",))  # rl_dlm/models/fused_projections.py
+    elementwise = EAGER  # RoPE, or its fused kernel (rl_dlm/models/elementwise.py)
 
     def __init__(self, config: DreamConfig, layer_idx: int):
         super().__init__()
@@ -145,8 +148,8 @@ class DreamAttention(nn.Module):
         q = q.view(B, Lq, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
         k = k.view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
         v = v.view(B, L, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
-        q = apply_rope(q, *query_rope(rope, keep), full_precision=False)  # official: cos/sin in the activation dtype
-        k = apply_rope(k, *rope, full_precision=False)
+        q = self.elementwise.rope(q, *query_rope(rope, keep), False)  # official: cos/sin in the activation dtype
+        k = self.elementwise.rope(k, *rope, False)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
         group = cfg.num_attention_heads // cfg.num_key_value_heads
@@ -160,6 +163,7 @@ class DreamAttention(nn.Module):
 
 class DreamMLP(nn.Module):
     projection_groups = (("gate_proj", "up_proj"), ("down_proj",))
+    elementwise = EAGER  # SiLU·mul, or its fused kernel (rl_dlm/models/elementwise.py)
 
     def __init__(self, config: DreamConfig):
         super().__init__()
@@ -169,7 +173,7 @@ class DreamMLP(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         gate, up = project(h, self.gate_proj, self.up_proj)
-        return project_one(F.silu(gate) * up, self.down_proj)
+        return project_one(self.elementwise.silu_mul(gate, up), self.down_proj)
 
 
 class DreamDecoderLayer(GradientCheckpointingLayer):

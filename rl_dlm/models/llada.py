@@ -57,10 +57,10 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.elementwise import EAGER
 from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
-from rl_dlm.models.rms_norm import normalize
-from rl_dlm.models.rope import apply_rope, query_rope, rope_cos_sin
+from rl_dlm.models.rope import query_rope, rope_cos_sin
 
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "tiny_llada_config"]
 
@@ -164,6 +164,8 @@ def tiny_llada_config(
 class LLaDARMSNorm(nn.Module):
     """Official RMSLayerNorm: normalise in fp32, cast back to the input dtype, then scale (and shift)."""
 
+    elementwise = EAGER  # or the fused kernels (rl_dlm/models/elementwise.py)
+
     def __init__(self, config: LLaDAConfig):
         super().__init__()
         self.eps = config.rms_norm_eps
@@ -172,7 +174,7 @@ class LLaDARMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.d_model)) if use_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.weight * normalize(x, self.eps)  # in fp32, cast back (rl_dlm/models/rms_norm.py)
+        h = self.elementwise.norm(x, self.weight, self.eps)  # in fp32, cast back (rl_dlm/models/rms_norm.py)
         return h + self.bias if self.bias is not None else h
 
 
@@ -188,6 +190,7 @@ class LLaDABlock(GradientCheckpointingLayer):
 
     # siblings run as one GEMM, every projection with LoRA's fused adapter path (fused_projections.py)
     projection_groups = (("q_proj", "k_proj", "v_proj"), ("ff_proj", "up_proj"), ("attn_out",), ("ff_out",))
+    elementwise = EAGER  # RoPE and SiLU·mul, or their fused kernels (rl_dlm/models/elementwise.py)
 
     def __init__(self, config: LLaDAConfig, layer_idx: int):
         super().__init__()
@@ -220,8 +223,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = k.view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         v = v.view(B, L, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if rope is not None:
-            q = apply_rope(q, *query_rope(rope, keep), full_precision=cfg.rope_full_precision)
-            k = apply_rope(k, *rope, full_precision=cfg.rope_full_precision)
+            q = self.elementwise.rope(q, *query_rope(rope, keep), cfg.rope_full_precision)
+            k = self.elementwise.rope(k, *rope, cfg.rope_full_precision)
         if kv_cache is not None:  # post-RoPE K/V of the whole canvas (rl_dlm/models/kv_cache.py)
             k, v = kv_cache.update(self.layer_idx, k, v)
         if cfg.n_kv_heads != cfg.n_heads:  # GQA: query head i uses kv head i // group (official repeat_interleave)
@@ -240,7 +243,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         x = (x if keep is None else x[:, keep]) + self.dropout(att)
         h = self.ff_norm(x)
         gate, up = project(h, self.ff_proj, self.up_proj)
-        return x + self.dropout(project_one(F.silu(gate) * up, self.ff_out))
+        return x + self.dropout(project_one(self.elementwise.silu_mul(gate, up), self.ff_out))
 
 
 class LLaDAModel(nn.Module):

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
+from rl_dlm.models.elementwise import compile_elementwise
 from rl_dlm.models.fused_projections import fuse_projections
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
@@ -297,7 +298,8 @@ def _quantization(load_in_4bit: bool, device, dtype: torch.dtype) -> dict:
 def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: LoraSettings | None = None,
                 dtype: torch.dtype | str = "float32", device: str | torch.device = "cpu", *,
                 family: Family | None = None, trust_remote_code: bool = False, load_in_4bit: bool = False,
-                check_alignment: bool = True, fused_projections: bool = True) -> Policy:
+                check_alignment: bool = True, fused_projections: bool = True,
+                compiled_elementwise: bool = False) -> Policy:
     """Loads a dLLM (local directory or hub id, or takes a model), picks and checks its family, adds LoRA.
 
     The family comes from config.json (`model_type` / `architectures` / `auto_map`): LLaDA and Dream/DiffuCoder
@@ -307,7 +309,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     `probe_alignment` on a chat-formatted text: it raises only when the opposite alignment is clearly better.
     `fused_projections` packs the native models' q/k/v and gate/up weights so each group runs as one GEMM, and
     gives LoRA adapters a path with fewer passes (rl_dlm/models/fused_projections.py: same names, same LoRA
-    targets, outputs equal to rounding).
+    targets, outputs equal to rounding). `compiled_elementwise` runs the native models' RMSNorm, RoPE and
+    SiLU·mul as fused compiled kernels (rl_dlm/models/elementwise.py: outputs equal to bf16 rounding).
     """
     import rl_dlm.models.dream  # noqa: F401  (registers the native classes with the Auto API)
     import rl_dlm.models.llada  # noqa: F401
@@ -330,6 +333,7 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
         tokenizer = tokenizer or load_tokenizer(name_or_path, spec, trust_remote_code)
     if fused_projections:
         fuse_projections(model)  # on the final device: a later move onto another one unpacks them again
+    compile_elementwise(model, enabled=compiled_elementwise)
     family = family or family_of(model, tokenizer)
     check_family(model, family)
     if tokenizer.mask_token_id is None:  # LLaDA's tokenizer does not set it; downstream text tools need it

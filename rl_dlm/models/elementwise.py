@@ -1,0 +1,109 @@
+"""The blocks' element-wise steps (RMSNorm with its scale, RoPE, SiLU·mul), eager or as fused compiled kernels.
+
+Why
+    At LLaDA-8B shape a third of a 64-row forward's GPU time is not GEMM (bench/RESULTS.md, the profile of the
+    exact speed-ups). Most of it is these steps: the fp32 RMSNorm and RoPE factors multiplied with bf16
+    activations fall into PyTorch's dynamic-casting element-wise kernel (134.6 of 869 ms on an H100), RoPE's
+    casting adds another 39.9 ms, and SiLU and its product read strided halves of the packed gate/up output in
+    generic kernels. Eager PyTorch has no faster order for them (rl_dlm/models/rope.py, rms_norm.py already take
+    the fewest passes it allows); a fused kernel reads each input once and writes each output once.
+
+What it does
+    `EAGER` holds the model code's own functions. `compiled()` holds the same textbook functions under
+    `torch.compile` (Inductor: one Triton kernel each on a GPU, C++ on a CPU), with `emulate_precision_casts`
+    so that every intermediate is rounded to the activation dtype where eager PyTorch rounds it, and with dynamic
+    shapes so that a new batch size or canvas length reuses the kernels. `compile_elementwise(model)` switches
+    every module of a native model (rl_dlm/models/llada.py, dream.py) that has an `elementwise` attribute.
+    Autograd runs through the compiled functions (AOTAutograd derives the backward), so the update's forward,
+    its recompute under gradient checkpointing and its backward are fused too.
+
+Equality
+    Forward outputs equal the eager ones to rounding: a fused kernel sums RMSNorm's mean of squares in another
+    order (on the CPU the forwards came out bit-identical; on a GPU the order differs). The backward of
+    RMSNorm's scale keeps fp32 where the eager graph rounds a product to bf16, so its input gradient differs in
+    the last bf16 bits. tests/models/test_elementwise.py bounds both; the samplers' tokens and the log-probs stay
+    within the tolerance of the fused projections (rl_dlm/models/fused_projections.py). It is a knob
+    (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
+    seconds per function and shape class on the CPU, about a minute in all for an 8B run on a GPU.
+
+    from rl_dlm.models.elementwise import compile_elementwise
+    compile_elementwise(policy.model)   # every native block and norm uses the fused kernels from now on
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rl_dlm.models.rms_norm import normalize
+from rl_dlm.models.rope import apply_rope
+
+__all__ = ["EAGER", "Elementwise", "compile_elementwise", "compiled", "compiled_modules"]
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """norm(x, weight, eps) = weight · RMSNorm(x); rope(t, cos, sin, full_precision) rotates half and half;
+    silu_mul(gate, up) = SiLU(gate) · up."""
+
+    name: str
+    norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    rope: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+    silu_mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _eager_norm(x, weight, eps):
+    return weight * normalize(x, eps)
+
+
+def _silu_mul(gate, up):
+    return F.silu(gate) * up
+
+
+EAGER = Elementwise("eager", _eager_norm, apply_rope, _silu_mul)
+
+
+# The textbook code the kernels are generated from: each line is what the official models compute.
+def _textbook_norm(x, weight, eps):
+    h = x.float()
+    return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _textbook_rope(t, cos, sin, full_precision):
+    dtype = torch.float32 if full_precision else t.dtype
+    t_, cos, sin = t.to(dtype), cos.to(dtype), sin.to(dtype)
+    half = t.shape[-1] // 2
+    rotated = torch.cat((-t_[..., half:], t_[..., :half]), dim=-1)
+    return (t_ * cos + rotated * sin).to(t.dtype)
+
+
+@functools.cache
+def compiled() -> Elementwise:
+    """The fused kernels (compiled lazily, at each function's first call; one set per process)."""
+
+    def build(fn):
+        return torch.compile(fn, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
+
+    return Elementwise("compiled", build(_textbook_norm), build(_textbook_rope), build(_silu_mul))
+
+
+def compiled_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose element-wise steps `compile_elementwise` switches (those with an `elementwise`)."""
+    return [m for m in model.modules() if isinstance(getattr(m, "elementwise", None), Elementwise)]
+
+
+def compile_elementwise(model: nn.Module, enabled: bool = True) -> int:
+    """Points every native block and norm of `model` at the fused kernels (or, with enabled=False, back to its
+    class's default, `EAGER`); returns how many modules it switched. A model of another library has none: it
+    runs as it is."""
+    modules = compiled_modules(model)
+    for module in modules:
+        if enabled:
+            module.elementwise = compiled()
+        else:
+            module.__dict__.pop("elementwise", None)
+    return len(modules)
