@@ -4,7 +4,9 @@
 # rl_dlm/models/elementwise.py), in the same run.
 # On the device (carry `.whl`, built here by bench/gpu_wheels.sh; nvidia-h200 or nvidia-h100-x1):
 #
-#   bash bench/device_plan.sh 1   # rollouts and the update: batch size 1 (graphs, +compiled, and the code of the
+#   bash bench/device_plan.sh 1   # each element-wise kernel alone, eager and compiled (bench/elementwise_kernels.py:
+#                                 # why the compiled RoPE runs far below the copy rate), then
+#                                 # rollouts and the update: batch size 1 (graphs, +compiled, and the code of the
 #                                 # issue's measurement: --compare-old), exact 64 rows (+compiled), dual cache
 #                                 # (+compiled), one LoRA r 128 update with checkpointing (--compiled-elementwise)
 #   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with the compiled kernels
@@ -50,6 +52,7 @@ run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remain
 
 case $PART in
 1)
+    run ek python3 bench/elementwise_kernels.py
     run bs1 python3 bench/rollout.py --n 1 --modes none,none+graphs,none+graphs+compiled --compare-old
     run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
     run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+compiled

@@ -1,9 +1,10 @@
 """Each element-wise step of an 8B block forward (RoPE, RMSNorm, SiLU·mul), timed alone on the GPU in the
 layouts the model hands it: eager (rl_dlm/models/rope.py, rms_norm.py) and compiled (rl_dlm/models/elementwise.py)
-with dynamic and with static shapes, and RoPE on a contiguous copy of q, against the bytes each must move; and
+with dynamic, static and automatic-dynamic shapes, a candidate RoPE without `cat` (`flip_rope`), and RoPE on a contiguous copy of q, against the bytes each must move; and
 the host cost of one RoPE forward and backward on a tensor too small for the GPU to matter.
 
     python bench/elementwise_kernels.py --out $OUT        # on a GPU (≈ 1 min); writes $OUT/elementwise_kernels.json
+                                                          # and the compiled RoPE's kernels, rope_compiled_code.txt
     python bench/elementwise_kernels.py --tiny --out /tmp/e  # CPU check of the script itself
 """
 from __future__ import annotations
@@ -14,13 +15,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch._inductor.utils import run_and_get_code
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models import elementwise as ew  # noqa: E402
 from rl_dlm.models.rope import rope_cos_sin  # noqa: E402
+
+
+def flip_rope(t, cos, sin, full_precision):
+    """A candidate form of the knob's RoPE: rotate_half as a flip of the two halves times (−1, 1) instead of a
+    `cat` of slices, so the compiled kernel indexes without masked loads (the same values: negation is exact)."""
+    dtype = torch.float32 if full_precision else t.dtype
+    t_, cos, sin = t.to(dtype), cos.to(dtype), sin.to(dtype)
+    sign = torch.tensor([[-1.0], [1.0]], dtype=dtype, device=t.device)
+    rotated = (t_.unflatten(-1, (2, -1)).flip(-2) * sign).flatten(-2)
+    return (t_ * cos + rotated * sin).to(t.dtype)
 
 
 def timeit(fn, device, reps=10) -> float:
@@ -53,15 +64,34 @@ def main():
     w = torch.randn(d, device=device, dtype=dt)
     gu = torch.randn(rows, T, 2 * F_, device=device, dtype=dt)
     gate, up = gu[..., :F_], gu[..., F_:]
-    static = ew.Elementwise("static", *(torch.compile(f, dynamic=False, fullgraph=True,
-                                                      options={"emulate_precision_casts": True})
-                                        for f in (ew._textbook_norm, ew._textbook_rope, ew._silu_mul)))
-    variants = {"eager": ew.EAGER, "compiled": ew.compiled(), "compiled_static": static}
+    half_rows, half_t = max(rows // 2, 1), T // 2
+
+    def build(name: str) -> ew.Elementwise:
+        """One variant, compiled afresh (dynamo's cache is per function, so the variants must not share it)."""
+        torch._dynamo.reset()
+        ew.compiled.cache_clear()
+        if name == "eager":
+            return ew.EAGER
+        if name == "compiled":
+            return ew.compiled()
+        rope = flip_rope if name == "compiled_flip" else ew._textbook_rope
+        kernels = ew.Elementwise(name, *(
+            torch.compile(f, dynamic={"compiled_static": False, "compiled_flip": True}.get(name),
+                          options={"emulate_precision_casts": True})
+            for f in (ew._textbook_norm, rope, ew._silu_mul)))
+        if name == "compiled_auto":  # automatic dynamic shapes (torch.compile's default): static at the first
+            # call, only the dimensions that change afterwards (rows and tokens here) dynamic at the recompile
+            kernels.rope(q[:half_rows, :, :half_t], cos[:, :, :half_t], sin[:, :, :half_t], True)
+            kernels.norm(x[:half_rows, :half_t], w, 1e-5)
+            kernels.silu_mul(gate[:half_rows, :half_t], up[:half_rows, :half_t])
+        return kernels
+
     res = {"shape": {"rows": rows, "tokens": T, "heads": H, "head_dim": hd, "mlp": F_}}
     # bytes each must move at least: RoPE and norm read and write bf16 activations, SiLU·mul reads two, writes one
     n_qk, n_x, n_f = q.numel(), x.numel(), gate.numel()
     floor_bytes = {"rope": 4 * n_qk, "norm": 4 * n_x, "silu_mul": 6 * n_f}
-    for name, k in variants.items():
+    for name in ("eager", "compiled", "compiled_static", "compiled_auto", "compiled_flip"):
+        k = build(name)
         entry = {}
         entry["rope_ms"] = timeit(lambda: k.rope(q, cos, sin, True), device) * 1e3
         qc = q.contiguous()
@@ -82,7 +112,13 @@ def main():
         gbps = 2 * big.numel() * 2 / s / 1e9
         res["copy_gb_per_s"] = round(gbps, 1)
         res["floor_ms_at_copy_rate"] = {k: round(v / gbps / 1e6, 4) for k, v in floor_bytes.items()}
-    eq = torch.equal(ew.compiled().rope(q, cos, sin, True), ew.EAGER.rope(q, cos, sin, True))
+    torch._dynamo.reset()
+    ew.compiled.cache_clear()
+    # the generated kernels of the knob's RoPE, kept next to the record for reading offline
+    rotated, code = run_and_get_code(ew.compiled().rope, q, cos, sin, True)
+    (Path(args.out) / "rope_compiled_code.txt").write_text("\n\n".join(code))
+    eq = torch.equal(rotated, ew.EAGER.rope(q, cos, sin, True))
+    res["rope_flip_equal_eager"] = bool(torch.equal(flip_rope(q, cos, sin, True), ew.EAGER.rope(q, cos, sin, True)))
     res["rope_compiled_equal_eager"] = bool(eq)
     write_record(Path(args.out) / "elementwise_kernels.json", "elementwise_kernels", res,
                  {"ms": "milliseconds per call (mean of 10 after 2 warm-ups)", "copy_gb_per_s": "GB/s read + write"})

@@ -1,5 +1,6 @@
-"""bench/profile_8b.py checks itself on CPU (`--tiny`): every section is recorded, including the sampling
-entries that compare the masked-only draw with the draw at every position."""
+"""bench/profile_8b.py and bench/elementwise_kernels.py check themselves on CPU (`--tiny`): every section is
+recorded, including the sampling entries that compare the masked-only draw with the draw at every position and
+the compiled element-wise entries."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,20 @@ def test_profile_script_records_every_section(tmp_path):
                     "--out", str(tmp_path)], cwd=ROOT, check=True, capture_output=True, timeout=300)
     metrics = json.loads((tmp_path / "profile_8b.json").read_text())["metrics"]
     for key in ("gemm_fraction_of_matmul", "sampling", "forward_base", "graphs_base", "forward_base_unfused",
-                "forward_lora", "graphs_lora", "update", "update_unfused"):
+                "forward_lora", "graphs_lora", "update", "update_unfused", "forward_base_compiled_elementwise",
+                "graphs_base_compiled_elementwise", "forward_lora_compiled_elementwise", "update_compiled_elementwise"):
         assert metrics[key], key
     for entry in metrics["sampling"]["semi_ar"]:
         assert entry["masked_only_ms"] > 0 and entry["every_position_ms"] > 0
     assert all(entry["graph_equal"] for entry in metrics["graphs_base"] + metrics["graphs_lora"])
+
+
+def test_elementwise_kernels_script_times_every_variant(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "elementwise_kernels.py"), "--tiny", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    metrics = json.loads((tmp_path / "elementwise_kernels.json").read_text())["metrics"]
+    for variant in ("eager", "compiled", "compiled_static", "compiled_auto", "compiled_flip"):
+        assert set(metrics[variant]) == {"rope_ms", "rope_contiguous_ms", "norm_ms", "silu_mul_ms",
+                                         "rope_autograd_small_ms"}, variant
+    assert metrics["rope_compiled_equal_eager"] and metrics["rope_flip_equal_eager"]  # bit for bit on the CPU
+    assert "def call(" in (tmp_path / "rope_compiled_code.txt").read_text()

@@ -81,12 +81,22 @@ def _textbook_rope(t, cos, sin, full_precision):
     return (t_ * cos + rotated * sin).to(t.dtype)
 
 
+# Each function is compiled once per combination dynamo guards on (dtype, gradient mode, autocast, a dimension of
+# size 1, RoPE's precision flag): a run meets a handful, a test process more. Beyond the limit dynamo runs the
+# function eagerly (a warning, the same results to rounding), never a failed run: hence no `fullgraph=True`.
+RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def compiled() -> Elementwise:
     """The fused kernels (compiled lazily, at each function's first call; one set per process)."""
+    import torch._dynamo
+
+    # dynamo's limit is per function and process-wide; raising it leaves other compiled code as it was
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
     def build(fn):
-        return torch.compile(fn, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
+        return torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
 
     return Elementwise("compiled", build(_textbook_norm), build(_textbook_rope), build(_silu_mul))
 
