@@ -21,10 +21,17 @@ Equality
     Forward outputs equal the eager ones to rounding: a fused kernel sums RMSNorm's mean of squares in another
     order (on the CPU the forwards came out bit-identical; on a GPU the order differs). The backward of
     RMSNorm's scale keeps fp32 where the eager graph rounds a product to bf16, so its input gradient differs in
-    the last bf16 bits. tests/models/test_elementwise.py bounds both; the samplers' tokens and the log-probs stay
-    within the tolerance of the fused projections (rl_dlm/models/fused_projections.py). It is a knob
-    (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
-    seconds per function and shape class on the CPU, about a minute in all for an 8B run on a GPU.
+    the last bf16 bits. tests/models/test_elementwise.py bounds both and checks a bf16 rollout's tokens on the
+    CPU. On a GPU, rounding can flip a sampled token wherever two candidates nearly tie, and a flipped token
+    changes the rest of its row: on random 8B weights, where nearly every position is such a tie, 18.4 % of a
+    64-row dual-cache rollout's tokens came out equal; stage-4 log-probs differed by at most 0.098 nats. It is a
+    knob (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
+    seconds per function and shape class on the CPU; the first 8B forward on an H100 took 6.4 s with it.
+
+Measured (bench/RESULTS.md, "Compiled element-wise kernels"): on an H100 the exact 64-row rollout 1.15×, the
+dual-cache one 1.18×, GDPO's 8B rollout batch 48.9 → 43.8 s; a 6-row checkpointed update 5 % slower, because
+each compiled call costs more host time than the eager one and at 6 rows the host is the limit. The compiled
+RoPE runs far below the copy rate (bench/elementwise_kernels.py times it alone).
 
     from rl_dlm.models.elementwise import compile_elementwise
     compile_elementwise(policy.model)   # every native block and norm uses the fused kernels from now on
