@@ -1,7 +1,9 @@
 """Each element-wise step of an 8B block forward (RoPE, RMSNorm, SiLU·mul), timed alone on the GPU in the
 layouts the model hands it: eager (rl_dlm/models/rope.py, rms_norm.py) and compiled (rl_dlm/models/elementwise.py)
-with dynamic, static and automatic-dynamic shapes, a candidate RoPE without `cat` (`flip_rope`), and RoPE on a contiguous copy of q, against the bytes each must move; and
-the host cost of one RoPE forward and backward on a tensor too small for the GPU to matter.
+with dynamic, static and automatic-dynamic shapes; a candidate RoPE without `cat` (`flip_rope`); RoPE on a
+contiguous copy of q and before the heads are transposed; SiLU·mul on 2-D views; against the bytes each must
+move at the copy rate the same run measures; and the host cost of one RoPE forward and backward on a tensor too
+small for the GPU to matter.
 
     python bench/elementwise_kernels.py --out $OUT        # on a GPU (≈ 1 min); writes $OUT/elementwise_kernels.json
                                                           # and the compiled RoPE's kernels, rope_compiled_code.txt
@@ -96,8 +98,14 @@ def main():
         entry["rope_ms"] = timeit(lambda: k.rope(q, cos, sin, True), device) * 1e3
         qc = q.contiguous()
         entry["rope_contiguous_ms"] = timeit(lambda: k.rope(qc, cos, sin, True), device) * 1e3
+        # RoPE before the heads are transposed ([rows, tokens, heads, head_dim], tables [1, tokens, 1, head_dim]):
+        # the inner two dimensions stay fixed, so fewer run-time index divisions
+        q_bl, cos_bl, sin_bl = q.transpose(1, 2), cos.transpose(1, 2), sin.transpose(1, 2)
+        entry["rope_before_transpose_ms"] = timeit(lambda: k.rope(q_bl, cos_bl, sin_bl, True), device) * 1e3
         entry["norm_ms"] = timeit(lambda: k.norm(x, w, 1e-5), device) * 1e3
         entry["silu_mul_ms"] = timeit(lambda: k.silu_mul(gate, up), device) * 1e3
+        # the same halves as [rows · tokens, mlp] views: one dynamic dimension instead of two
+        entry["silu_mul_2d_ms"] = timeit(lambda: k.silu_mul(gate.flatten(0, 1), up.flatten(0, 1)), device) * 1e3
         small = torch.randn(1, 2, 8, hd, device=device, dtype=dt, requires_grad=True)
 
         def small_step():  # host cost per call: a forward and backward too small for the GPU to matter
