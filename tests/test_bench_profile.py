@@ -32,3 +32,10 @@ def test_elementwise_kernels_script_times_every_variant(tmp_path):
                                          "silu_mul_ms", "silu_mul_2d_ms", "rope_autograd_small_ms"}, variant
     assert metrics["rope_compiled_equal_eager"] and metrics["rope_flip_equal_eager"]  # bit for bit on the CPU
     assert "def call(" in (tmp_path / "rope_compiled_code.txt").read_text()
+
+
+def test_lora_casts_host_script_compares_with_the_code_before(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "lora_casts_host.py"), "--tiny", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    metrics = json.loads((tmp_path / "lora_casts_host.json").read_text())["metrics"]
+    assert metrics["now_ms"] > 0 and metrics["before_ms"] > 0 and metrics["modules"] > 100

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rl_dlm.models.policy import lora_input_casts_skipped_if_redundant
+from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
 
 
 class BlockKVCache:

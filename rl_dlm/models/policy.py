@@ -21,7 +21,7 @@ Samplers and the scorer ask only for the positions they read (`keep`): at a 126k
 whole canvas is ~7 % of a forward's FLOPs and its [n, T, V] output the largest tensor of a rollout step. Under
 bf16 autocast without grad and dropout (rollouts, old / reference log-probs), `Policy.logits` also skips peft's
 cast of each adapted layer's input to the fp32 adapter dtype, which autocast undoes at once
-(`lora_input_casts_skipped_if_redundant`).
+(rl_dlm/models/lora_casts.py).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 from rl_dlm.models.elementwise import compile_elementwise
 from rl_dlm.models.fused_projections import fuse_projections
+from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
 
@@ -357,28 +358,3 @@ def _probe_ids(tokenizer) -> Tensor:
     except Exception:  # no chat template: plain text still probes the alignment
         text = "What is 12 plus 30? The answer is 42. And 5 times 6? The answer is 30."
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-
-
-@contextlib.contextmanager
-def lora_input_casts_skipped_if_redundant(model: nn.Module, device_type: str):
-    """peft casts each adapted layer's input to the adapter weights' dtype (fp32) before `lora_A`. Under autocast
-    `lora_A` casts it straight back to the autocast dtype, so x → fp32 → bf16 gives x itself (a bf16 or fp32
-    input survives the round trip exactly): the cast only costs two passes over every adapted layer's input
-    (~13 GB per layer per step of a 64 × 456-token LLaDA-8B rollout), and under autograd two more in the backward
-    and an extra saved copy of the input. It is skipped, through peft's own `disable_input_dtype_casting`, when
-    autocast is on, every LoRA dropout is the identity (eval mode or p = 0, as `disable_dropout` leaves them;
-    dropout on the fp32 copy would round differently) and every adapter is plain LoRA (no DoRA-style variant
-    that reads the cast input). The forward is bit-identical; with gradients, the cast nodes' backward passes
-    were exact too (bf16 → fp32 → bf16), so the gradients are the same values, summed into the input's gradient
-    in the same order (tests/test_exact_speedups.py)."""
-    redundant = (hasattr(model, "peft_config") and torch.is_autocast_enabled(device_type)
-                 and not any(getattr(c, "use_dora", False) for c in model.peft_config.values())
-                 and all(not m.training or m.p == 0 for n, m in model.named_modules()
-                         if ".lora_dropout." in n and isinstance(m, nn.Dropout)))
-    if not redundant:
-        yield
-        return
-    from peft.helpers import disable_input_dtype_casting
-
-    with disable_input_dtype_casting(model):
-        yield
