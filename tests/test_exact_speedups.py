@@ -37,7 +37,7 @@ from rl_dlm.sampling.dream import DreamSampler
 from rl_dlm.sampling.rollout import row_generator
 from rl_dlm.sampling.full_diffusion import FullDiffusionSampler
 from rl_dlm.sampling.maskgit import MaskGITSampler
-from rl_dlm.sampling.semi_ar import SemiARSampler, gumbel_argmax, masked_positions
+from rl_dlm.sampling.semi_ar import SemiARSampler, at_positions, gumbel_argmax, masked_positions
 from tests.conftest import make_tiny_policy
 from tests.models.golden import tiny_dream
 
@@ -166,6 +166,18 @@ def test_in_place_gumbel_noise_draws_the_same_tokens(dtype):
     gens = lambda: [row_generator(s, "rollout") for s in range(3)]  # noqa: E731
     assert torch.equal(gumbel_argmax(logits, 0.9, gens()), previous_gumbel_argmax(logits, 0.9, gens()))
     assert torch.equal(logits, before), "the caller's logits were modified in place"
+
+
+def test_rows_at_positions_are_copied_whole():
+    """`at_positions` (one index_select over the N·W rows) gives what a gather along the window gives, also for a
+    window sliced out of a wider canvas (not contiguous)."""
+    canvas = torch.randn(4, 9, 33, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    for logits in (canvas, canvas[:, 2:8]):
+        still = torch.rand(logits.shape[:2], generator=torch.Generator().manual_seed(4)) < 0.5
+        still[0], still[0, -1] = True, False  # the row with the most masked positions sets M = W - 1
+        positions = masked_positions(still)
+        expected = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+        assert torch.equal(at_positions(logits, positions), expected)
 
 
 # 2. logits of the kept positions only ------------------------------------------------------------------------

@@ -73,25 +73,30 @@ def masked_positions(still_masked: Tensor) -> Tensor | None:
 
 
 def at_positions(logits: Tensor, positions: Tensor) -> Tensor:
-    """[N, W, V] logits → [N, M, V] at positions [N, M]."""
-    return logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+    """[N, W, V] logits → [N, M, V] at positions [N, M]: whole rows of V copied by one `index_select` over the
+    N·W rows (a `gather` with an index expanded over V computes an offset per element)."""
+    n, w, v = logits.shape
+    rows = (positions + torch.arange(n, device=positions.device)[:, None] * w).flatten()
+    return logits.reshape(n * w, v).index_select(0, rows).view(n, positions.shape[1], v)
 
 
 def gumbel_argmax(logits: Tensor, temperature: float, generators: list[torch.Generator],
-                  positions: Tensor | None = None) -> Tensor:
+                  positions: Tensor | None = None, chosen: Tensor | None = None) -> Tensor:
     """argmax(logits / T + Gumbel) with float64 noise drawn per row; T = 0 is plain argmax. logits: [N, W, V].
 
     positions [N, M]: draw only there (the tokens elsewhere are 0). Each row still draws its noise for the whole
     [W, V] window and uses it at its positions, so those tokens are the ones the full draw gives, from the same
-    float64 operations, for M/W of the float64 work."""
+    float64 operations, for M/W of the float64 work. `chosen`: `at_positions(logits, positions)`, where the
+    caller has it already."""
     if temperature <= 0:
         return logits.argmax(-1)
-    chosen = logits if positions is None else at_positions(logits, positions)
+    if chosen is None:
+        chosen = logits if positions is None else at_positions(logits, positions)
     scores = chosen.to(torch.float64, copy=True).div_(temperature)
     for n, gen in enumerate(generators):
         u = torch.rand(logits.shape[1:], generator=gen, device=scores.device, dtype=torch.float64)
         if positions is not None:
-            u = u[positions[n]]
+            u = u.index_select(0, positions[n])
         scores[n] -= u.clamp_min_(1e-300).log_().neg_().log_()  # log(−log u), in place
     drawn = scores.argmax(-1)
     return drawn if positions is None else logits.new_zeros(logits.shape[:2], dtype=drawn.dtype).scatter_(
@@ -108,14 +113,16 @@ def draw_masked(logits: Tensor, still_masked: Tensor, positions: Tensor | None, 
     the same values there (the row's full noise draw, a softmax per position), for about half the float64 and
     softmax work over a block's steps. Elsewhere the tokens are 0; no step commits them."""
     n, w, _ = logits.shape
-    x0 = gumbel_argmax(logits, temperature, generators, positions)
+    used = positions is not None and (temperature > 0 or remasking != "random")
+    chosen = at_positions(logits, positions) if used else None  # once, for the draw and the softmax
+    x0 = gumbel_argmax(logits, temperature, generators, positions, chosen)
     if remasking == "random":
         conf = torch.stack([torch.rand(w, generator=g, device=logits.device, dtype=torch.float64)
                             for g in generators])
     elif positions is None:
         conf = torch.softmax(logits.float(), -1).gather(-1, x0[..., None]).squeeze(-1).double()
     else:
-        probs = torch.softmax(at_positions(logits, positions).float(), -1)
+        probs = torch.softmax(chosen.float(), -1)
         conf = probs.gather(-1, x0.gather(1, positions)[..., None]).squeeze(-1).double()
         conf = torch.full((n, w), -torch.inf, dtype=conf.dtype, device=conf.device).scatter_(1, positions, conf)
     return x0, torch.where(still_masked, conf, torch.full_like(conf, -torch.inf))
