@@ -24,7 +24,9 @@ Equality
     the last bf16 bits. tests/models/test_elementwise.py bounds both and checks a bf16 rollout's tokens on the
     CPU. On a GPU, rounding can flip a sampled token wherever two candidates nearly tie, and a flipped token
     changes the rest of its row: on random 8B weights, where nearly every position is such a tie, 18.4 % of a
-    64-row dual-cache rollout's tokens came out equal; stage-4 log-probs differed by at most 0.098 nats. It is a
+    64-row dual-cache rollout's tokens came out equal; stage-4 log-probs differed by at most 0.098 nats. On a GPU
+    the first call of a new shape class also autotunes the kernels (Triton times tile sizes), and a reduction
+    with another tile sums in another order, so that call may round differently from later ones. It is a
     knob (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
     seconds per function and shape class on the CPU; the first 8B forward on an H100 took 6.4 s with it.
 
