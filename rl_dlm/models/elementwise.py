@@ -41,6 +41,9 @@ RoPE runs far below the copy rate (bench/elementwise_kernels.py times it alone).
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,7 +54,7 @@ from torch import nn
 from rl_dlm.models.rms_norm import normalize
 from rl_dlm.models.rope import apply_rope
 
-__all__ = ["EAGER", "Elementwise", "compile_elementwise", "compiled", "compiled_modules"]
+__all__ = ["EAGER", "Elementwise", "check_compilable", "compile_elementwise", "compiled", "compiled_modules"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ def compiled() -> Elementwise:
         return torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
 
     return Elementwise("compiled", build(_textbook_norm), build(_textbook_rope), build(_silu_mul))
+
+
+def check_compilable(device: str | torch.device) -> None:
+    """Raises ValueError, before any model loads, where Inductor cannot build the kernels: a GPU needs Triton, a
+    CPU a C++ compiler (`CXX`, or g++ / clang++ / c++ on the PATH)."""
+    kind = torch.device(device).type
+    if kind == "cuda" and importlib.util.find_spec("triton") is None:
+        raise ValueError("compiled_elementwise=true needs Triton on a GPU (pip install triton, the version your "
+                         "torch names); or set compiled_elementwise=false")
+    if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX"), "g++", "clang++", "c++") if c):
+        raise ValueError("compiled_elementwise=true needs a C++ compiler on the CPU (set CXX, or install g++); or "
+                         "set compiled_elementwise=false")
 
 
 def compiled_modules(model: nn.Module) -> list[nn.Module]:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
-from rl_dlm.models.elementwise import compile_elementwise
+from rl_dlm.models.elementwise import check_compilable, compile_elementwise
 from rl_dlm.models.fused_projections import fuse_projections
 from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
 
@@ -318,6 +318,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    if compiled_elementwise:
+        check_compilable(device)  # before the model loads
     if isinstance(name_or_path, nn.Module):
         model = name_or_path
         if tokenizer is None:

@@ -112,3 +112,19 @@ def test_the_trainer_knob_is_checked_and_free_on_resume():
     assert RLConfig().compiled_elementwise is False and "compiled_elementwise" in FREE_KEYS
     with pytest.raises((TypeError, ValueError), match="compiled_elementwise"):
         RLConfig(compiled_elementwise="yes")
+
+
+@pytest.mark.parametrize("device,missing", [("cpu", "compiler"), ("cuda", "triton")])
+def test_a_machine_that_cannot_compile_is_told_before_the_model_loads(monkeypatch, device, missing):
+    import importlib.util
+    import shutil
+
+    from rl_dlm.models.policy import load_policy
+
+    if missing == "compiler":
+        monkeypatch.setattr(shutil, "which", lambda name: None)
+    else:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    with pytest.raises(ValueError, match="compiled_elementwise=true needs"):  # not the missing checkpoint's error
+        load_policy("/nonexistent/checkpoint", device=device, compiled_elementwise=True)
