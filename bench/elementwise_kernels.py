@@ -76,11 +76,11 @@ def main():
             return ew.EAGER
         if name == "compiled":
             return ew.compiled()
-        rope = flip_rope if name == "compiled_flip" else ew._textbook_rope
+        rope = flip_rope if name == "compiled_flip" else ew.textbook_rope
         kernels = ew.Elementwise(name, *(
             torch.compile(f, dynamic={"compiled_static": False, "compiled_flip": True}.get(name),
                           options={"emulate_precision_casts": True})
-            for f in (ew._textbook_norm, rope, ew._silu_mul)))
+            for f in (ew.textbook_norm, rope, ew._silu_mul)))
         if name == "compiled_auto":  # automatic dynamic shapes (torch.compile's default): static at the first
             # call, only the dimensions that change afterwards (rows and tokens here) dynamic at the recompile
             kernels.rope(q[:half_rows, :, :half_t], cos[:, :, :half_t], sin[:, :, :half_t], True)

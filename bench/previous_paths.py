@@ -6,7 +6,7 @@ checkpointing recomputes the forward there. Each replaced piece, as it was:
 
 - full-canvas logits, sliced afterwards (`FullLogitsPolicy`): now `Policy.logits(keep=...)` projects only the
   positions a sampler or the scorer reads;
-- RoPE through `rotate_half` with an fp32 copy of q and k (`textbook_apply_rope`), and autograd's backward of
+- RoPE through `rotate_half` with an fp32 copy of q and k (`rl_dlm.models.elementwise.textbook_rope`), and autograd's backward of
   it: now written half by half into the output, with a backward of the same kind (rl_dlm/models/rope.py);
 - RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`), and autograd's backward of
   it: now rounded as it is stored, with a hand-written backward (rl_dlm/models/rms_norm.py);
@@ -37,7 +37,7 @@ import rl_dlm.sampling.cached as cached_module
 import rl_dlm.sampling.full_diffusion as full_diffusion_module
 import rl_dlm.sampling.maskgit as maskgit_module
 import rl_dlm.sampling.semi_ar as semi_ar_module
-from rl_dlm.models.elementwise import EAGER, Elementwise
+from rl_dlm.models.elementwise import EAGER, Elementwise, textbook_norm, textbook_rope
 from rl_dlm.models.fused_projections import fuse_projections, unfuse_projections
 from rl_dlm.components import Rollout
 from rl_dlm.sampling.rollout import start_canvas
@@ -58,29 +58,13 @@ class FullLogitsPolicy:
         return out if keep is None else out[:, keep]
 
 
-def textbook_apply_rope(t: Tensor, cos: Tensor, sin: Tensor, full_precision: bool = True) -> Tensor:
-    t_ = t.float() if full_precision else t
-    cos, sin = cos.to(t_.dtype), sin.to(t_.dtype)
-    x1, x2 = t_.chunk(2, dim=-1)
-    return (t_ * cos + torch.cat((-x2, x1), dim=-1) * sin).to(t.dtype)
-
-
-def textbook_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        h = x.float()
-        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-    return weight * h
-
-
 def textbook_llada_norm_forward(self, x: Tensor) -> Tensor:
     h = textbook_norm(x, self.weight, self.eps)
     return h + self.bias if self.bias is not None else h
 
 
 def textbook_dream_norm_forward(self, x: Tensor) -> Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-    return self.weight * h.to(x.dtype)
+    return textbook_norm(x, self.weight, self.eps)
 
 
 @contextlib.contextmanager
@@ -128,7 +112,7 @@ def previous_paths(policy=None):
 
 # The element-wise steps as the official code writes them (the native modules' default before
 # rl_dlm/models/rope.py and rms_norm.py took fewer passes).
-TEXTBOOK = Elementwise("textbook", textbook_norm, textbook_apply_rope, EAGER.silu_mul)
+TEXTBOOK = Elementwise("textbook", textbook_norm, textbook_rope, EAGER.silu_mul)
 ELEMENTWISE_CLASSES = (llada_module.LLaDARMSNorm, llada_module.LLaDABlock, dream_module.DreamRMSNorm,
                        dream_module.DreamAttention, dream_module.DreamMLP)
 

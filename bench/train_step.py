@@ -172,12 +172,14 @@ def main():
                 "peak_memory_gib": round(max(r[2] for r in rows), 2)}
 
     metrics = summary(runs["current"])
-    now = stage4(0)[1]  # the same weights for every variant
-    for variant, key in (("previous", "vs_previous"), ("compiled", "of_compiled")):
+    now = stage4(0)[1] if len(runs) > 1 else None  # the same weights for every variant
+    # (variant, its entry, the metrics' suffix, whether it is the slower code being compared against)
+    for variant, entry, key, before in (("previous", "previous", "vs_previous", True),
+                                        ("compiled", "compiled_elementwise", "of_compiled", False)):
         if variant not in runs:
             continue
-        other = metrics[variant if variant == "previous" else "compiled_elementwise"] = summary(runs[variant])
-        slow, fast = (other, metrics) if variant == "previous" else (metrics, other)
+        other = metrics[entry] = summary(runs[variant])
+        slow, fast = (other, metrics) if before else (metrics, other)
         metrics[f"update_speedup_{key}"] = round(slow["seconds_per_update"] / fast["seconds_per_update"], 3)
         metrics[f"stage4_speedup_{key}"] = round(slow["stage4_old_and_ref_logp_s"]
                                                  / fast["stage4_old_and_ref_logp_s"], 3)

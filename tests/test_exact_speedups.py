@@ -22,12 +22,13 @@ import pytest
 import torch
 
 from bench.previous_paths import (FullLogitsPolicy, previous_gumbel_argmax, previous_paths, previous_semi_ar_sample,
-                                  textbook_apply_rope, textbook_dream_norm_forward, textbook_llada_norm_forward)
+                                  textbook_dream_norm_forward, textbook_llada_norm_forward)
 from rl_dlm.components import Rollout
 from rl_dlm.data.prompts import encode_prompts
 from rl_dlm.likelihood.base import score
 from rl_dlm.likelihood.one_step import OneStepEstimator
 from rl_dlm.models.dream import DreamRMSNorm
+from rl_dlm.models.elementwise import textbook_rope
 from rl_dlm.models.families import Family
 from rl_dlm.models.llada import LLaDARMSNorm, tiny_llada_config
 from rl_dlm.models.rope import apply_rope, rope_cos_sin
@@ -99,12 +100,12 @@ def test_rope_fast_path_is_bit_identical(dtype, full_precision, per_row_position
     positions = torch.randint(0, 50, (B, L), generator=g) if per_row_positions else torch.arange(L)
     cos, sin = rope_cos_sin(positions, hd, 10000.0)
     fast = apply_rope(t, cos, sin, full_precision)
-    old = textbook_apply_rope(t, cos, sin, full_precision)
+    old = textbook_rope(t, cos, sin, full_precision)
     assert fast.dtype == old.dtype == dtype and fast.stride() == old.stride()
     assert torch.equal(fast, old)
     grad_out = torch.randn(old.shape, generator=g).to(dtype)
     grads = []
-    for rope in (apply_rope, textbook_apply_rope):  # under autograd: the hand-written backward vs autograd's
+    for rope in (apply_rope, textbook_rope):  # under autograd: the hand-written backward vs autograd's
         leaf = (torch.randn(B, L, H, hd, generator=torch.Generator().manual_seed(5)) * 3).to(dtype)
         leaf.requires_grad_()
         with_grad = rope(leaf.transpose(1, 2), cos, sin, full_precision)

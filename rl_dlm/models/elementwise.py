@@ -54,7 +54,8 @@ from torch import nn
 from rl_dlm.models.rms_norm import normalize
 from rl_dlm.models.rope import apply_rope
 
-__all__ = ["EAGER", "Elementwise", "check_compilable", "compile_elementwise", "compiled", "compiled_modules"]
+__all__ = ["EAGER", "Elementwise", "check_compilable", "compile_elementwise", "compiled", "compiled_modules",
+           "textbook_norm", "textbook_rope"]
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,14 @@ def _silu_mul(gate, up):
 EAGER = Elementwise("eager", _eager_norm, apply_rope, _silu_mul)
 
 
-# The textbook code the kernels are generated from: each line is what the official models compute.
-def _textbook_norm(x, weight, eps):
+# The textbook code the kernels are generated from: each line is what the official models compute (also the
+# code before rl_dlm/models/rope.py and rms_norm.py took fewer passes: bench/previous_paths.py times it).
+def textbook_norm(x, weight, eps):
     h = x.float()
     return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def _textbook_rope(t, cos, sin, full_precision):
+def textbook_rope(t, cos, sin, full_precision=True):
     dtype = torch.float32 if full_precision else t.dtype
     t_, cos, sin = t.to(dtype), cos.to(dtype), sin.to(dtype)
     half = t.shape[-1] // 2
@@ -110,7 +112,7 @@ def compiled() -> Elementwise:
     def build(fn):
         return torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
 
-    return Elementwise("compiled", build(_textbook_norm), build(_textbook_rope), build(_silu_mul))
+    return Elementwise("compiled", build(textbook_norm), build(textbook_rope), build(_silu_mul))
 
 
 def check_compilable(device: str | torch.device) -> None:
