@@ -1,7 +1,7 @@
 """Each element-wise step of an 8B block forward (RoPE, RMSNorm, SiLU·mul), timed alone on the GPU in the
 layouts the model hands it: eager (rl_dlm/models/rope.py, rms_norm.py) and compiled (rl_dlm/models/elementwise.py)
 with dynamic, static and automatic-dynamic shapes; a candidate RoPE without `cat` (`flip_rope`); RoPE on a
-contiguous copy of q and before the heads are transposed; SiLU·mul on 2-D views; against the bytes each must
+contiguous copy of q, before the heads are transposed and on [rows · tokens, heads, head_dim]; SiLU·mul on 2-D views; against the bytes each must
 move at the copy rate the same run measures; and the host cost of one RoPE forward and backward on a tensor too
 small for the GPU to matter.
 
@@ -102,6 +102,11 @@ def main():
         # the inner two dimensions stay fixed, so fewer run-time index divisions
         q_bl, cos_bl, sin_bl = q.transpose(1, 2), cos.transpose(1, 2), sin.transpose(1, 2)
         entry["rope_before_transpose_ms"] = timeit(lambda: k.rope(q_bl, cos_bl, sin_bl, True), device) * 1e3
+        # ... and with rows and tokens merged into one dimension ([rows · tokens, heads, head_dim], the tables
+        # copied out to one row per token): one dynamic dimension, the fixed ones innermost
+        q_rows = q_bl.flatten(0, 1)
+        cos_rows, sin_rows = (c.expand(rows, T, 1, hd).flatten(0, 1).contiguous() for c in (cos_bl, sin_bl))
+        entry["rope_rows_ms"] = timeit(lambda: k.rope(q_rows, cos_rows, sin_rows, True), device) * 1e3
         entry["norm_ms"] = timeit(lambda: k.norm(x, w, 1e-5), device) * 1e3
         entry["silu_mul_ms"] = timeit(lambda: k.silu_mul(gate, up), device) * 1e3
         # the same halves as [rows · tokens, mlp] views: one dynamic dimension instead of two
