@@ -1,9 +1,12 @@
 """Each element-wise step of an 8B block forward (RoPE, RMSNorm, SiLU·mul), timed alone on the GPU in the
-layouts the model hands it: eager (rl_dlm/models/rope.py, rms_norm.py) and compiled (rl_dlm/models/elementwise.py)
-with dynamic, static and automatic-dynamic shapes; a candidate RoPE without `cat` (`flip_rope`); RoPE on a
-contiguous copy of q, before the heads are transposed and on [rows · tokens, heads, head_dim]; SiLU·mul on 2-D views; against the bytes each must
-move at the copy rate the same run measures; and the host cost of one RoPE forward and backward on a tensor too
-small for the GPU to matter.
+layouts the model hands it, against the bytes each must move at the copy rate the same run measures:
+- eager (rl_dlm/models/rope.py, rms_norm.py);
+- `compiled`, as the knob compiles them (rl_dlm/models/elementwise.py: automatic-dynamic shapes, so rows and
+  tokens are symbolic after a first call at other sizes), `compiled_static`, and `compiled_dynamic` (every
+  dimension symbolic: the knob before), and `compiled_flip` (a candidate RoPE without `cat`);
+- RoPE also on a contiguous copy of q, before the heads are transposed and on [rows · tokens, heads, head_dim];
+  SiLU·mul also on 2-D views; and the host cost of one RoPE forward and backward on a tensor too small for the
+  GPU to matter.
 
     python bench/elementwise_kernels.py --out $OUT        # on a GPU (≈ 1 min); writes $OUT/elementwise_kernels.json
                                                           # and the compiled RoPE's kernels, rope_compiled_code.txt
@@ -74,15 +77,16 @@ def main():
         ew.compiled.cache_clear()
         if name == "eager":
             return ew.EAGER
-        if name == "compiled":
-            return ew.compiled()
-        rope = flip_rope if name == "compiled_flip" else ew.textbook_rope
-        kernels = ew.Elementwise(name, *(
-            torch.compile(f, dynamic={"compiled_static": False, "compiled_flip": True}.get(name),
-                          options={"emulate_precision_casts": True})
-            for f in (ew.textbook_norm, rope, ew._silu_mul)))
-        if name == "compiled_auto":  # automatic dynamic shapes (torch.compile's default): static at the first
-            # call, only the dimensions that change afterwards (rows and tokens here) dynamic at the recompile
+        if name == "compiled":  # the knob's kernels (automatic-dynamic shapes: rl_dlm/models/elementwise.py)
+            kernels = ew.compiled()
+        else:  # every dimension symbolic (the knob's kernels before), static, or RoPE without `cat`
+            rope = flip_rope if name == "compiled_flip" else ew.textbook_rope
+            dynamic = {"compiled_static": False, "compiled_dynamic": True}.get(name)
+            kernels = ew.Elementwise(name, *(
+                torch.compile(f, dynamic=dynamic, options={"emulate_precision_casts": True})
+                for f in (ew.textbook_norm, rope, ew._silu_mul)))
+        if name in ("compiled", "compiled_flip"):  # automatic-dynamic: as in a run, where rows and tokens change,
+            # a first call at other sizes, so that the timed calls run the kernels with those two symbolic
             kernels.rope(q[:half_rows, :, :half_t], cos[:, :, :half_t], sin[:, :, :half_t], True)
             kernels.norm(x[:half_rows, :half_t], w, 1e-5)
             kernels.silu_mul(gate[:half_rows, :half_t], up[:half_rows, :half_t])
@@ -92,7 +96,7 @@ def main():
     # bytes each must move at least: RoPE and norm read and write bf16 activations, SiLU·mul reads two, writes one
     n_qk, n_x, n_f = q.numel(), x.numel(), gate.numel()
     floor_bytes = {"rope": 4 * n_qk, "norm": 4 * n_x, "silu_mul": 6 * n_f}
-    for name in ("eager", "compiled", "compiled_static", "compiled_auto", "compiled_flip"):
+    for name in ("eager", "compiled", "compiled_static", "compiled_dynamic", "compiled_flip"):
         k = build(name)
         entry = {}
         entry["rope_ms"] = timeit(lambda: k.rope(q, cos, sin, True), device) * 1e3
@@ -127,7 +131,9 @@ def main():
         res["floor_ms_at_copy_rate"] = {k: round(v / gbps / 1e6, 4) for k, v in floor_bytes.items()}
     torch._dynamo.reset()
     ew.compiled.cache_clear()
-    # the generated kernels of the knob's RoPE, kept next to the record for reading offline
+    # the generated kernels of the knob's RoPE as a run uses them (compiled again at the second sizes), kept next
+    # to the record for reading offline
+    ew.compiled().rope(q[:half_rows, :, :half_t], cos[:, :, :half_t], sin[:, :, :half_t], True)
     rotated, code = run_and_get_code(ew.compiled().rope, q, cos, sin, True)
     (Path(args.out) / "rope_compiled_code.txt").write_text("\n\n".join(code))
     eq = torch.equal(rotated, ew.EAGER.rope(q, cos, sin, True))

@@ -11,11 +11,12 @@ Why
 What it does
     `EAGER` holds the model code's own functions. `compiled()` holds the same textbook functions under
     `torch.compile` (Inductor: one Triton kernel each on a GPU, C++ on a CPU), with `emulate_precision_casts`
-    so that every intermediate is rounded to the activation dtype where eager PyTorch rounds it, and with dynamic
-    shapes so that a new batch size or canvas length reuses the kernels. `compile_elementwise(model)` switches
-    every module of a native model (rl_dlm/models/llada.py, dream.py) that has an `elementwise` attribute.
-    Autograd runs through the compiled functions (AOTAutograd derives the backward), so the update's forward,
-    its recompute under gradient checkpointing and its backward are fused too.
+    so that every intermediate is rounded to the activation dtype where eager PyTorch rounds it, and with
+    automatic-dynamic shapes (`kernel`): a second batch size or canvas length compiles once more with rows and
+    tokens symbolic, and every later one reuses those kernels, while the model's fixed sizes stay constants.
+    `compile_elementwise(model)` switches every module of a native model (rl_dlm/models/llada.py, dream.py)
+    that has an `elementwise` attribute. Autograd runs through the compiled functions (AOTAutograd derives the
+    backward), so the update's forward, its recompute under gradient checkpointing and its backward are fused too.
 
 Equality
     Forward outputs equal the eager ones to rounding: a fused kernel sums RMSNorm's mean of squares in another
@@ -30,10 +31,11 @@ Equality
     knob (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
     seconds per function and shape class on the CPU; the first 8B forward on an H100 took 6.4 s with it.
 
-Measured (bench/RESULTS.md, "Compiled element-wise kernels"): on an H100 the exact 64-row rollout 1.15×, the
-dual-cache one 1.18×, GDPO's 8B rollout batch 48.9 → 43.8 s; a 6-row checkpointed update 5 % slower, because
-each compiled call costs more host time than the eager one and at 6 rows the host is the limit. The compiled
-RoPE runs far below the copy rate (bench/elementwise_kernels.py times it alone).
+Measured on one H100 (bench/RESULTS.md, "Compiled element-wise kernels"), against eager in the same run: the
+exact 64-row rollout 1.34× (58.7 → 78.5 % of the matmul rate), the dual-cache one 1.24× (51.7 → 64.3 %), a
+6-row checkpointed update only 1.03×, because at 6 rows the host, not the GPU, is the limit. GDPO's 8B rollout
+batch took 39.9 s with the knob (48.9 s eager in an earlier run on the same kind of card). With every dimension
+symbolic (`dynamic=True`) the two rollouts had gained only 1.15× and 1.18×.
 
     from rl_dlm.models.elementwise import compile_elementwise
     compile_elementwise(policy.model)   # every native block and norm uses the fused kernels from now on
@@ -54,7 +56,7 @@ from torch import nn
 from rl_dlm.models.rms_norm import normalize
 from rl_dlm.models.rope import apply_rope
 
-__all__ = ["EAGER", "Elementwise", "check_compilable", "compile_elementwise", "compiled", "compiled_modules",
+__all__ = ["EAGER", "Elementwise", "check_compilable", "compile_elementwise", "compiled", "compiled_modules", "kernel",
            "textbook_norm", "textbook_rope"]
 
 
@@ -95,8 +97,8 @@ def textbook_rope(t, cos, sin, full_precision=True):
     return (t_ * cos + rotated * sin).to(t.dtype)
 
 
-# Each function is compiled once per combination dynamo guards on (dtype, gradient mode, autocast, a dimension of
-# size 1, RoPE's precision flag): a run meets a handful, a test process more. Beyond the limit dynamo runs the
+# Each function is compiled once or twice (`kernel`) per combination dynamo guards on (dtype, gradient mode,
+# autocast, a dimension of size 1, RoPE's precision flag): a run meets a handful, a test process more. Beyond the limit dynamo runs the
 # function eagerly (a warning, the same results to rounding), never a failed run: hence no `fullgraph=True`.
 RECOMPILE_LIMIT = 64
 
@@ -109,10 +111,17 @@ def compiled() -> Elementwise:
     # dynamo's limit is per function and process-wide; raising it leaves other compiled code as it was
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
-    def build(fn):
-        return torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
+    return Elementwise("compiled", kernel(textbook_norm), kernel(textbook_rope), kernel(_silu_mul))
 
-    return Elementwise("compiled", build(textbook_norm), build(textbook_rope), build(_silu_mul))
+
+def kernel(fn: Callable) -> Callable:
+    """`fn` under torch.compile as the knob compiles it. Shapes are automatic-dynamic (torch.compile's default,
+    not `dynamic=True`): a function is compiled for the sizes of its first call, and at a call with other sizes
+    once more with only the dimensions that changed (rows, tokens) symbolic. Heads, head and hidden sizes stay
+    constants, so a kernel's index arithmetic divides by constants, not by sizes read at run time: with every
+    dimension symbolic the RoPE kernel ran at 1.73 ms per call at 64 rows of the 8B shape on an H100, with
+    only rows and tokens symbolic at 0.22 ms (the copy rate allows 0.16; bench/elementwise_kernels.py)."""
+    return torch.compile(fn, options={"emulate_precision_casts": True})
 
 
 def check_compilable(device: str | torch.device) -> None:

@@ -128,3 +128,25 @@ def test_a_machine_that_cannot_compile_is_told_before_the_model_loads(monkeypatc
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
     with pytest.raises(ValueError, match="compiled_elementwise=true needs"):  # not the missing checkpoint's error
         load_policy("/nonexistent/checkpoint", device=device, compiled_elementwise=True)
+
+
+def test_new_sizes_compile_once_more_then_reuse_the_kernels():
+    """The knob's shapes are automatic-dynamic: sizes of the first call, then one more compile with the changed
+    dimensions symbolic, which every later size reuses (a recompile per batch size would stall a run)."""
+    import torch._dynamo
+    import torch.nn.functional as F
+    from torch._dynamo.utils import counters
+
+    from rl_dlm.models.elementwise import kernel
+
+    def silu_mul(gate, up):  # a code object of its own: dynamo's cache is per function
+        return F.silu(gate) * up
+
+    fn = kernel(silu_mul)
+    graphs = []
+    for rows, tokens in ((2, 5), (3, 7), (4, 9), (5, 11)):
+        before = counters["stats"]["unique_graphs"]
+        g = torch.randn(rows, tokens, 8)
+        torch.testing.assert_close(fn(g, g), F.silu(g) * g)
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+    assert graphs == [1, 1, 0, 0]
