@@ -12,7 +12,8 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
   both ways: `bench/rollout.py --modes none,none+graphs`);
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
-- `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling);
+- `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling), and
+  `update_compiled_blocks`, the checkpointed 6-row update so (its host time per block call is the question);
 - `sampling`: what a denoising step does after its forward, on random logits: the semi-AR draw (float64
   Gumbel argmax and confidence softmax over a 32-token block, half of it masked, T = 0.9) at the masked
   positions only (`draw_masked`) and at every position (as before), and one Dream sampler step's per-row
@@ -308,7 +309,10 @@ def main():
     save()
 
     if not args.skip_compile:
+        from torch._dynamo.utils import counters
+
         t = time.perf_counter()
+        compile_elementwise(policy.model)  # the textbook element-wise code: the eager RoPE's out= writes split graphs
         base = model.get_base_model()
         for blk in base.model.transformer.blocks:
             blk.compile()
@@ -316,6 +320,9 @@ def main():
         step_forward(ids)
         sync(device)
         res["compiled"] = {"compile_s": round(time.perf_counter() - t, 1), **forward_entry(rows[0])}
+        save()
+        res["update_compiled_blocks"] = [update(6, True)]
+        res["compiled_graph_breaks"] = sum(counters["graph_break"].values())
         save()
     print(json.dumps(res, indent=1))
 

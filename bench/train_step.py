@@ -24,7 +24,11 @@ it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the re
 (bench/previous_paths.py: full-length logits sliced to the completion, textbook RoPE / RMSNorm) right after the
 current one, and records both medians and the largest difference between their stage-4 log-probs.
 `--compiled-elementwise` does the same with RMSNorm, RoPE and SiLU·mul as the fused compiled kernels of
-`compiled_elementwise` (rl_dlm/models/elementwise.py; the warm-up update compiles them).
+`compiled_elementwise` (rl_dlm/models/elementwise.py; the warm-up update compiles them). `--compiled-blocks` does
+it with every transformer block under `torch.compile` (the compiled element-wise code inside; projections, LoRA
+adapters and attention traced with it; autograd through AOTAutograd): the candidate for an update that is
+host-bound at 6 rows, where each block's forward, recompute and backward would cost one compiled call each
+instead of some hundred eager ones.
 """
 from __future__ import annotations
 
@@ -68,6 +72,8 @@ def main():
                     help="also time each update on the code before the exact speed-ups (bench/previous_paths.py)")
     ap.add_argument("--compiled-elementwise", action="store_true",
                     help="also time each update with the compiled element-wise kernels (rl_dlm/models/elementwise.py)")
+    ap.add_argument("--compiled-blocks", action="store_true",
+                    help="also time each update with every transformer block under torch.compile")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B
@@ -122,18 +128,28 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
+    blocks = policy.model.get_base_model().model.transformer.blocks
+    eager_blocks = list(blocks)
+    compiled_blocks = [torch.compile(b) for b in eager_blocks]  # compiled at their first call
+
     @contextlib.contextmanager
     def code(variant: str):
-        """"current", "compiled" (its element-wise kernels compiled) or "previous" (the code before)."""
+        """"current", "compiled" (its element-wise kernels compiled), "blocks" (every block compiled) or
+        "previous" (the code before)."""
         if variant == "previous":
             with previous_paths(policy):
                 yield FullLogitsPolicy(policy)
             return
-        compile_elementwise(policy.model, enabled=variant == "compiled")
+        compile_elementwise(policy.model, enabled=variant in ("compiled", "blocks"))
+        if variant == "blocks":
+            for i, b in enumerate(compiled_blocks):
+                blocks[i] = b
         try:
             yield policy
         finally:
             compile_elementwise(policy.model, enabled=False)
+            for i, b in enumerate(eager_blocks):
+                blocks[i] = b
 
     def timed_update(it: int, variant: str) -> tuple[float, float, float]:
         """(stage-4 seconds, update seconds, peak GiB of the update) on one variant of the code."""
@@ -155,7 +171,8 @@ def main():
     # the whole run, as the trainer (rl_dlm.trainers.base.bf16_autocast: no weight-cast cache, so each update's
     # forward sees the adapters the previous AdamW step wrote)
     torch.autocast(device, dtype=torch.bfloat16, enabled=args.autocast, cache_enabled=False).__enter__()
-    variants = ["current"] + ["compiled"] * args.compiled_elementwise + ["previous"] * args.compare_old
+    variants = (["current"] + ["compiled"] * args.compiled_elementwise + ["blocks"] * args.compiled_blocks
+                + ["previous"] * args.compare_old)
     runs = {v: [] for v in variants}  # variant → [(stage4 s, update s, peak GiB)] of the timed updates
     for it in range(args.updates + 1):
         for variant in variants:
@@ -175,7 +192,8 @@ def main():
     now = stage4(0)[1] if len(runs) > 1 else None  # the same weights for every variant
     # (variant, its entry, the metrics' suffix, whether it is the slower code being compared against)
     for variant, entry, key, before in (("previous", "previous", "vs_previous", True),
-                                        ("compiled", "compiled_elementwise", "of_compiled", False)):
+                                        ("compiled", "compiled_elementwise", "of_compiled", False),
+                                        ("blocks", "compiled_blocks", "of_compiled_blocks", False)):
         if variant not in runs:
             continue
         other = metrics[entry] = summary(runs[variant])
@@ -186,11 +204,16 @@ def main():
         with code(variant) as scorer:
             logp = stage4(0, scorer)[1]
         metrics[f"max_abs_logp_difference_{key}"] = (now - logp).abs().max().item()
+    if "blocks" in runs:  # where dynamo split a block's code (each split is a compiled call more), none expected
+        from torch._dynamo.utils import counters
+
+        metrics["compiled_blocks"]["graph_breaks"] = sum(counters["graph_break"].values())
     record = write_record(
         Path(args.out) / "train_step.json", "train_step", metrics,
         units={"seconds_per_update": "s (median)", "stage4_old_and_ref_logp_s": "s (median)",
                "max_abs_logp_difference_vs_previous": "nats (stage-4 log-probs, current vs previous code)",
                "max_abs_logp_difference_of_compiled": "nats (stage-4 log-probs, compiled vs eager element-wise)",
+               "max_abs_logp_difference_of_compiled_blocks": "nats (stage-4 log-probs, compiled vs eager blocks)",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated during updates)",
                "fraction_of_matmul": "update FLOPs (6·N_body·tokens with checkpointing, else 4·N_body·tokens, + "
                                      "4·N_head·completion tokens) per second / the 8192³ bf16 matmul rate"},

@@ -1,6 +1,6 @@
-"""bench/profile_8b.py and bench/elementwise_kernels.py check themselves on CPU (`--tiny`): every section is
-recorded, including the sampling entries that compare the masked-only draw with the draw at every position and
-the compiled element-wise entries."""
+"""bench/profile_8b.py, bench/elementwise_kernels.py and bench/train_step.py's compiled variants check themselves
+on CPU (`--tiny`): every section is recorded, including the sampling entries that compare the masked-only draw
+with the draw at every position, the compiled element-wise entries and the update with every block compiled."""
 from __future__ import annotations
 
 import json
@@ -39,3 +39,13 @@ def test_lora_casts_host_script_compares_with_the_code_before(tmp_path):
                    cwd=ROOT, check=True, capture_output=True, timeout=120)
     metrics = json.loads((tmp_path / "lora_casts_host.json").read_text())["metrics"]
     assert metrics["now_ms"] > 0 and metrics["before_ms"] > 0 and metrics["modules"] > 100
+
+
+def test_train_step_script_times_the_update_with_every_block_compiled(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--tiny", "--updates", "1",
+                    "--compiled-blocks", "--out", str(tmp_path)], cwd=ROOT, check=True, capture_output=True,
+                   timeout=300)
+    metrics = json.loads((tmp_path / "train_step.json").read_text())["metrics"]
+    assert metrics["compiled_blocks"]["seconds_per_update"] > 0
+    assert metrics["compiled_blocks"]["graph_breaks"] == 0
+    assert metrics["max_abs_logp_difference_of_compiled_blocks"] < 1e-4  # fp32 on the CPU: rounding only

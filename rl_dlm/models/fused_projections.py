@@ -115,8 +115,12 @@ def unfuse_projections(model: nn.Module) -> None:
 
 
 def _stacked(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
-    """The buffer rows the tensors occupy, in order, as one tensor; None if they are not consecutive views."""
+    """The buffer rows the tensors occupy, in order, as one tensor; None if they are not consecutive views, or
+    inside code that torch.compile traces: dynamo cannot read storage addresses, so a compiled block calls each
+    projection as its module (the same values, up to the rounding of one GEMM against several)."""
     first = tensors[0]
+    if torch.compiler.is_compiling():
+        return None
     if first is None or not all(t is not None and t.is_contiguous() for t in tensors):
         return None
     storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
