@@ -130,7 +130,7 @@ def main():
 
     blocks = policy.model.get_base_model().model.transformer.blocks
     eager_blocks = list(blocks)
-    compiled_blocks = [torch.compile(b) for b in eager_blocks]  # compiled at their first call
+    compiled_blocks = [torch.compile(b) for b in eager_blocks] if args.compiled_blocks else []  # at first call
 
     @contextlib.contextmanager
     def code(variant: str):

@@ -28,14 +28,15 @@ Equality
     64-row dual-cache rollout's tokens came out equal; stage-4 log-probs differed by at most 0.098 nats. On a GPU
     the first call of a new shape class also autotunes the kernels (Triton times tile sizes), and a reduction
     with another tile sums in another order, so that call may round differently from later ones. It is a
-    knob (`compiled_elementwise`, off by default) because it changes rounding and costs a compile per process: a few
-    seconds per function and shape class on the CPU; the first 8B forward on an H100 took 6.4 s with it.
+    knob (`compiled_elementwise`, off by default) because it changes rounding and costs compiles per process (at
+    a function's first sizes and once more at its second): a few seconds each on the CPU; the first 8B forward
+    on an H100 took 6.4 s with it.
 
-Measured on one H100 (bench/RESULTS.md, "Compiled element-wise kernels"), against eager in the same run: the
-exact 64-row rollout 1.34× (58.7 → 78.5 % of the matmul rate), the dual-cache one 1.24× (51.7 → 64.3 %), a
-6-row checkpointed update only 1.03×, because at 6 rows the host, not the GPU, is the limit. GDPO's 8B rollout
-batch took 39.9 s with the knob (48.9 s eager in an earlier run on the same kind of card). With every dimension
-symbolic (`dynamic=True`) the two rollouts had gained only 1.15× and 1.18×.
+Measured on one H100 (bench/RESULTS.md, "Compiled kernels with automatic-dynamic shapes"), against eager in the
+same run: the exact 64-row rollout 1.34× (58.7 → 78.5 % of the matmul rate), the dual-cache one 1.24× (51.7 →
+64.3 %), a 6-row checkpointed update only 1.03×, because at 6 rows the host, not the GPU, is the limit. GDPO's
+8B rollout batch took 39.9 s with the knob (48.9 s eager in an earlier run on the same kind of card). With every
+dimension symbolic (`dynamic=True`) the two rollouts had gained only 1.15× and 1.18×.
 
     from rl_dlm.models.elementwise import compile_elementwise
     compile_elementwise(policy.model)   # every native block and norm uses the fused kernels from now on
@@ -98,8 +99,9 @@ def textbook_rope(t, cos, sin, full_precision=True):
 
 
 # Each function is compiled once or twice (`kernel`) per combination dynamo guards on (dtype, gradient mode,
-# autocast, a dimension of size 1, RoPE's precision flag): a run meets a handful, a test process more. Beyond the limit dynamo runs the
-# function eagerly (a warning, the same results to rounding), never a failed run: hence no `fullgraph=True`.
+# autocast, a dimension of size 1, RoPE's precision flag): a run meets a handful, a test process more. Beyond
+# the limit dynamo runs the function eagerly (a warning, the same results to rounding), never a failed run:
+# hence no `fullgraph=True`.
 RECOMPILE_LIMIT = 64
 
 
