@@ -4,12 +4,10 @@
 # rl_dlm/models/elementwise.py), in the same run.
 # On the device (carry `.whl`, built here by bench/gpu_wheels.sh; nvidia-h200 or nvidia-h100-x1):
 #
-#   bash bench/device_plan.sh 1   # one LoRA r 128 update with checkpointing: eager, the compiled kernels and every
-#                                 # block compiled (train_step.py --compiled-blocks: whether compiling whole
-#                                 # blocks lifts the host-bound 6-row update), then rollouts: exact 64 rows
-#                                 # (+compiled), dual cache (+compiled), batch size 1 (graphs, +compiled, and the
-#                                 # code of the measurement: --compare-old)
-#   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with the compiled kernels
+#   bash bench/device_plan.sh 1   # one LoRA r 128 update with checkpointing: eager, the compiled kernels and
+#                                 # `compiled_blocks` (rl_dlm/models/compiled_blocks.py), then the exact 64-row
+#                                 # rollout: eager, +compiled, +blocks
+#   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with compiled_blocks
 #   bash bench/device_plan.sh 3   # the kernel split with the compiled kernels and with every block compiled
 #                                 # (bench/profile_8b.py), then IGPO with the compiled kernels
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
@@ -53,12 +51,10 @@ run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remain
 case $PART in
 1)
     run ts python3 bench/train_step.py --autocast --updates 2 --compiled-elementwise --compiled-blocks
-    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
-    run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+compiled
-    run bs1 python3 bench/rollout.py --n 1 --modes none,none+graphs,none+graphs+compiled --compare-old
+    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled,none+blocks --exact-steps 16
     ;;
 2)
-    run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --set compiled_elementwise=true --time-budget-s 500
+    run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --set compiled_blocks=true --time-budget-s 500
     ;;
 3)
     run profile python3 bench/profile_8b.py --skip-unfused

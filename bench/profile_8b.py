@@ -12,8 +12,9 @@ On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's build
   both ways: `bench/rollout.py --modes none,none+graphs`);
 - `update`: one LoRA r 128 update (6 rows, logits of the completion, fp32 log-softmax) with and without gradient
   checkpointing, its GPU-time split and peak memory;
-- `compiled`: the LoRA forward with every block under `torch.compile` (the elementwise-fusion ceiling), and
-  `update_compiled_blocks`, the checkpointed 6-row update so (its host time per block call is the question);
+- `compiled`: the LoRA forward with `compiled_blocks` (rl_dlm/models/compiled_blocks.py: each block's pass
+  under `torch.compile`, the elementwise-fusion ceiling), and `update_compiled_blocks`, the checkpointed 6-row
+  update so (its host time per block call is the question);
 - `sampling`: what a denoising step does after its forward, on random logits: the semi-AR draw (float64
   Gumbel argmax and confidence softmax over a 32-token block, half of it masked, T = 0.9) at the masked
   positions only (`draw_masked`) and at every position (as before), and one Dream sampler step's per-row
@@ -51,6 +52,7 @@ from bench.previous_paths import unfused_projections  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, graphs, sync  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
+from rl_dlm.models.compiled_blocks import compile_blocks  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
 from rl_dlm.sampling.dream import DreamSampler, sample_tokens  # noqa: E402
@@ -312,10 +314,7 @@ def main():
         from torch._dynamo.utils import counters
 
         t = time.perf_counter()
-        compile_elementwise(policy.model)  # the textbook element-wise code: the eager RoPE's out= writes split graphs
-        base = model.get_base_model()
-        for blk in base.model.transformer.blocks:
-            blk.compile()
+        compile_blocks(policy.model)  # the knob compiled_blocks, the compiled element-wise kernels with it
         ids = torch.randint(0, vocab - 100, (rows[0], T), device=device)
         step_forward(ids)
         sync(device)

@@ -174,7 +174,7 @@ def run_algorithm(algo: str, ckpt: Path, work: Path, result_path: Path, args) ->
     keys = ("num_generations", "num_iterations", "per_device_train_batch_size", "gradient_accumulation_steps",
             "max_prompt_length", "max_completion_length", "block_length", "diffusion_steps", "lora_r",
             "gradient_checkpointing", "bf16", "learning_rate", "beta", "epsilon", "temperature", "deepspeed",
-            "cuda_graphs", "fused_projections", "compiled_elementwise", "merge_lora_for_inference",
+            "cuda_graphs", "fused_projections", "compiled_elementwise", "compiled_blocks", "merge_lora_for_inference",
             "forward_batch_size", "replay_steps_per_forward")
     result = {"algo": algo, "recipe": ALGOS[algo][0], "checkpoint": str(ckpt), "rank": rank,
               "world_size": int(os.environ.get("WORLD_SIZE", "1")), "load_seconds": load_seconds,

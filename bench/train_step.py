@@ -25,10 +25,10 @@ it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the re
 current one, and records both medians and the largest difference between their stage-4 log-probs.
 `--compiled-elementwise` does the same with RMSNorm, RoPE and SiLU·mul as the fused compiled kernels of
 `compiled_elementwise` (rl_dlm/models/elementwise.py; the warm-up update compiles them). `--compiled-blocks` does
-it with every transformer block under `torch.compile` (the compiled element-wise code inside; projections, LoRA
-adapters and attention traced with it; autograd through AOTAutograd): the candidate for an update that is
-host-bound at 6 rows, where each block's forward, recompute and backward would cost one compiled call each
-instead of some hundred eager ones.
+it with the knob `compiled_blocks` (rl_dlm/models/compiled_blocks.py): each block's pass under `torch.compile`
+(the compiled element-wise code inside; projections, LoRA adapters, attention and the checkpoint's recompute
+traced with it; autograd through AOTAutograd), for an update that is host-bound at 6 rows: each block's forward,
+recompute and backward cost one compiled call each instead of some hundred eager ones.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.components import Rollout  # noqa: E402
 from rl_dlm.likelihood.base import score  # noqa: E402
 from rl_dlm.likelihood.one_step import OneStepEstimator  # noqa: E402
+from rl_dlm.models.compiled_blocks import compile_blocks  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora, disable_dropout  # noqa: E402
 from rl_dlm.objectives import ClippedTokenObjective  # noqa: E402
@@ -128,10 +129,6 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    blocks = policy.model.get_base_model().model.transformer.blocks
-    eager_blocks = list(blocks)
-    compiled_blocks = [torch.compile(b) for b in eager_blocks] if args.compiled_blocks else []  # at first call
-
     @contextlib.contextmanager
     def code(variant: str):
         """"current", "compiled" (its element-wise kernels compiled), "blocks" (every block compiled) or
@@ -140,16 +137,13 @@ def main():
             with previous_paths(policy):
                 yield FullLogitsPolicy(policy)
             return
-        compile_elementwise(policy.model, enabled=variant in ("compiled", "blocks"))
-        if variant == "blocks":
-            for i, b in enumerate(compiled_blocks):
-                blocks[i] = b
+        compile_elementwise(policy.model, enabled=variant == "compiled")
+        compile_blocks(policy.model, enabled=variant == "blocks")
         try:
             yield policy
         finally:
             compile_elementwise(policy.model, enabled=False)
-            for i, b in enumerate(eager_blocks):
-                blocks[i] = b
+            compile_blocks(policy.model, enabled=False)
 
     def timed_update(it: int, variant: str) -> tuple[float, float, float]:
         """(stage-4 seconds, update seconds, peak GiB of the update) on one variant of the code."""

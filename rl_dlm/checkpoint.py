@@ -93,7 +93,8 @@ def remove_partial(output_dir: str | Path) -> list[Path]:
 FREE_KEYS = frozenset({
     "output_dir", "max_steps", "logging_steps", "save_steps", "save_total_limit", "report_to", "resume",
     "resume_force", "deepspeed", "forward_batch_size", "gradient_checkpointing", "merge_lora_for_inference",
-    "cuda_graphs", "fused_projections", "compiled_elementwise", "replay_steps_per_forward",
+    "cuda_graphs", "fused_projections", "compiled_elementwise", "compiled_blocks",
+    "replay_steps_per_forward",
     "per_device_train_batch_size", "gradient_accumulation_steps"})
 
 

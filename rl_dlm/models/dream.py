@@ -43,6 +43,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.compiled_blocks import run_blocks
 from rl_dlm.models.elementwise import EAGER
 from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
@@ -229,6 +230,7 @@ class DreamModel(DreamPreTrainedModel):
     supports_block_cache = True
     supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
     supports_4d_key_mask = True  # a bool [B, 1, Lq, T] mask is taken without a host check (key_mask.py)
+    compiled_block_call = None  # the block passes under torch.compile (rl_dlm/models/compiled_blocks.py)
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)
@@ -270,11 +272,9 @@ class DreamModel(DreamPreTrainedModel):
         hidden_states = []
         keep = kept_positions(logits_to_keep)
         last_keep = None if output_hidden_states else keep  # the last layer runs only the kept queries
-        for i, layer in enumerate(base.layers):
-            if output_hidden_states:
-                hidden_states.append(x)
-            x = layer(x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache,
-                      keep=last_keep if i == len(base.layers) - 1 else None)
+        x = run_blocks(base.layers, x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, last_keep=last_keep,
+                       hidden_states=hidden_states if output_hidden_states else None,
+                       block_call=self.compiled_block_call)
         x = base.norm(x)
         if output_hidden_states:
             hidden_states.append(x)

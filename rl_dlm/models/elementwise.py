@@ -126,16 +126,15 @@ def kernel(fn: Callable) -> Callable:
     return torch.compile(fn, options={"emulate_precision_casts": True})
 
 
-def check_compilable(device: str | torch.device) -> None:
+def check_compilable(device: str | torch.device, knob: str = "compiled_elementwise") -> None:
     """Raises ValueError, before any model loads, where Inductor cannot build the kernels: a GPU needs Triton, a
-    CPU a C++ compiler (`CXX`, or g++ / clang++ / c++ on the PATH)."""
+    CPU a C++ compiler (`CXX`, or g++ / clang++ / c++ on the PATH). `knob` names the setting in the message."""
     kind = torch.device(device).type
     if kind == "cuda" and importlib.util.find_spec("triton") is None:
-        raise ValueError("compiled_elementwise=true needs Triton on a GPU (pip install triton, the version your "
-                         "torch names); or set compiled_elementwise=false")
+        raise ValueError(f"{knob}=true needs Triton on a GPU (pip install triton, the version your torch names); "
+                         f"or set {knob}=false")
     if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX"), "g++", "clang++", "c++") if c):
-        raise ValueError("compiled_elementwise=true needs a C++ compiler on the CPU (set CXX, or install g++); or "
-                         "set compiled_elementwise=false")
+        raise ValueError(f"{knob}=true needs a C++ compiler on the CPU (set CXX, or install g++); or set {knob}=false")
 
 
 def compiled_modules(model: nn.Module) -> list[nn.Module]:

@@ -57,6 +57,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from rl_dlm.models.compiled_blocks import run_blocks
 from rl_dlm.models.elementwise import EAGER
 from rl_dlm.models.fused_projections import project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
@@ -288,6 +289,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     supports_block_cache = True
     supports_logits_slice = True  # `logits_to_keep` takes a slice (Policy.logits(keep=...))
     supports_4d_key_mask = True  # a bool [B, 1, Lq, T] mask is taken without a host check (key_mask.py)
+    compiled_block_call = None  # the block passes under torch.compile (rl_dlm/models/compiled_blocks.py)
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -334,11 +336,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         hidden_states = []
         keep = kept_positions(logits_to_keep)
         last_keep = None if output_hidden_states else keep  # the last block runs only the kept queries
-        for i, block in enumerate(tr.blocks):
-            if output_hidden_states:
-                hidden_states.append(x)
-            x = block(x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache,
-                      keep=last_keep if i == len(tr.blocks) - 1 else None)
+        x = run_blocks(tr.blocks, x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, last_keep=last_keep,
+                       hidden_states=hidden_states if output_hidden_states else None,
+                       block_call=self.compiled_block_call)
         x = tr.ln_f(x)
         if output_hidden_states:
             hidden_states.append(x)

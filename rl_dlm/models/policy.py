@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
+from rl_dlm.models.compiled_blocks import compile_blocks
 from rl_dlm.models.elementwise import check_compilable, compile_elementwise
 from rl_dlm.models.fused_projections import fuse_projections
 from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
@@ -300,7 +301,7 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
                 dtype: torch.dtype | str = "float32", device: str | torch.device = "cpu", *,
                 family: Family | None = None, trust_remote_code: bool = False, load_in_4bit: bool = False,
                 check_alignment: bool = True, fused_projections: bool = True,
-                compiled_elementwise: bool = False) -> Policy:
+                compiled_elementwise: bool = False, compiled_blocks: bool = False) -> Policy:
     """Loads a dLLM (local directory or hub id, or takes a model), picks and checks its family, adds LoRA.
 
     The family comes from config.json (`model_type` / `architectures` / `auto_map`): LLaDA and Dream/DiffuCoder
@@ -312,14 +313,17 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     gives LoRA adapters a path with fewer passes (rl_dlm/models/fused_projections.py: same names, same LoRA
     targets, outputs equal to rounding). `compiled_elementwise` runs the native models' RMSNorm, RoPE and
     SiLU·mul as fused compiled kernels (rl_dlm/models/elementwise.py: outputs equal to bf16 rounding).
+    `compiled_blocks` runs each block's pass without a KV cache as one compiled graph, the compiled element-wise
+    kernels included (rl_dlm/models/compiled_blocks.py: outputs equal to bf16 rounding).
     """
     import rl_dlm.models.dream  # noqa: F401  (registers the native classes with the Auto API)
     import rl_dlm.models.llada  # noqa: F401
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    if compiled_elementwise:
-        check_compilable(device)  # before the model loads
+    for knob, on in (("compiled_elementwise", compiled_elementwise), ("compiled_blocks", compiled_blocks)):
+        if on:
+            check_compilable(device, knob)  # before the model loads
     if isinstance(name_or_path, nn.Module):
         model = name_or_path
         if tokenizer is None:
@@ -337,6 +341,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     if fused_projections:
         fuse_projections(model)  # on the final device: a later move onto another one unpacks them again
     compile_elementwise(model, enabled=compiled_elementwise)
+    if compiled_blocks:
+        compile_blocks(model)
     family = family or family_of(model, tokenizer)
     check_family(model, family)
     if tokenizer.mask_token_id is None:  # LLaDA's tokenizer does not set it; downstream text tools need it
