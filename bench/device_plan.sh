@@ -6,7 +6,7 @@
 #
 #   bash bench/device_plan.sh 1   # one LoRA r 128 update with checkpointing: eager, the compiled kernels and
 #                                 # `compiled_blocks` (rl_dlm/models/compiled_blocks.py), then the exact 64-row
-#                                 # rollout: eager, +compiled, +blocks
+#                                 # rollout: eager, +compiled
 #   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with compiled_blocks
 #   bash bench/device_plan.sh 3   # the kernel split with the compiled kernels and with every block compiled
 #                                 # (bench/profile_8b.py), then IGPO with the compiled kernels
@@ -51,7 +51,7 @@ run() {  # run NAME COMMAND...: COMMAND --out $OUT/NAME within the part's remain
 case $PART in
 1)
     run ts python3 bench/train_step.py --autocast --updates 2 --compiled-elementwise --compiled-blocks
-    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled,none+blocks --exact-steps 16
+    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
     ;;
 2)
     run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --set compiled_blocks=true --time-budget-s 500

@@ -21,9 +21,8 @@ each, peft's own LoRA forward), as before rl_dlm/models/fused_projections.py (th
 `rl-dlm train`, fuses them); the fused mode then records its speed-up over it and the fraction of tokens both
 draw alike (1.0 expected, up to rounding ties). A mode with `+compiled` runs RMSNorm, RoPE and SiLU·mul as the
 fused compiled kernels of `compiled_elementwise` (rl_dlm/models/elementwise.py; its warm-up compiles them) and
-records `speedup_of_compiled` and `token_agreement_without_compiled` against the same mode without it; `+blocks`
-likewise with `compiled_blocks` (rl_dlm/models/compiled_blocks.py: each block's pass without a KV cache compiled
-whole, the compiled element-wise kernels with it). A mode with `+wide` draws its float64 Gumbel noise and
+records `speedup_of_compiled` and `token_agreement_without_compiled` against the same mode without it. A mode
+with `+wide` draws its float64 Gumbel noise and
 confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
 at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
@@ -53,7 +52,6 @@ from bench.previous_paths import (FullLogitsPolicy, every_position, previous_pat
                                   previous_semi_ar_sample, unfused_projections)
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
-from rl_dlm.models.compiled_blocks import compile_blocks  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
 from rl_dlm.models.llada import LLaDAConfig, LLaDAModelLM  # noqa: E402
@@ -167,8 +165,7 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
 
 
 BASELINES = ("unfused", "wide")  # suffixes that run the code an exact speed-up replaced, to compare in one run
-# suffixes that turn on an opt-in speed-up (compiled_elementwise, compiled_blocks), to compare in one run
-OPTIONS = ("compiled", "blocks")
+OPTIONS = ("compiled",)  # suffixes that turn on an opt-in speed-up (compiled_elementwise), to compare in one run
 
 
 def mode_parts(mode: str) -> tuple[str, set[str]]:
@@ -177,15 +174,14 @@ def mode_parts(mode: str) -> tuple[str, set[str]]:
     unknown = set(flags) - {"graphs", *BASELINES, *OPTIONS}
     if unknown:
         raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused, +wide "
-                         "and/or +compiled / +blocks")
+                         "and/or +compiled")
     return sampler, set(flags)
 
 
 @contextlib.contextmanager
 def mode_code(policy, flags: set[str]):
-    """The code before fused projections (+unfused) and before masked-only draws (+wide), the compiled
-    element-wise kernels (+compiled, rl_dlm/models/elementwise.py) and compiled blocks (+blocks,
-    rl_dlm/models/compiled_blocks.py), as the flags ask."""
+    """The code before fused projections (+unfused) and before masked-only draws (+wide), and the compiled
+    element-wise kernels (+compiled, rl_dlm/models/elementwise.py), as the flags ask."""
     with contextlib.ExitStack() as stack:
         if "unfused" in flags:
             stack.enter_context(unfused_projections(policy))
@@ -194,10 +190,6 @@ def mode_code(policy, flags: set[str]):
         if "compiled" in flags:
             compile_elementwise(policy.model)
             stack.callback(compile_elementwise, policy.model, False)
-        if "blocks" in flags:
-            compile_blocks(policy.model)
-            stack.callback(compile_elementwise, policy.model, False)
-            stack.callback(compile_blocks, policy.model, False)
         yield
 
 
@@ -243,7 +235,7 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--modes", default="dual,prefix,none",
                     help="comma-separated: none, prefix, dual, dual_r2, ..., each with +graphs, +unfused, +wide "
-                         "and/or +compiled / +blocks")
+                         "and/or +compiled")
     ap.add_argument("--exact-steps", type=int, default=0,
                     help="time the exact sampler over its first N steps only and scale (0 = the whole rollout); "
                          "valid because every exact step forwards the same full canvas")

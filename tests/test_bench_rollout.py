@@ -22,14 +22,3 @@ def test_baseline_modes_record_the_speed_up_and_the_same_tokens(tmp_path):
     assert metrics["dual+graphs"]["speedup_vs_wide"] > 0
     assert metrics["dual+graphs"]["token_agreement_with_wide"] == 1.0
     assert metrics["none+unfused"]["token_agreement_with_exact"] == 1.0
-
-
-def test_compiled_blocks_mode_records_its_speed_up_and_the_same_tokens(tmp_path):
-    """`+blocks` (rl_dlm/models/compiled_blocks.py) against the same mode without it, in fp32 on the CPU."""
-    args = ["--tiny", "--n", "2", "--prompt", "8", "--gen", "16", "--steps", "8", "--block", "8",
-            "--modes", "none,none+blocks", "--out", str(tmp_path)]
-    subprocess.run([sys.executable, str(ROOT / "bench" / "rollout.py"), *args], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
-    metrics = json.loads((tmp_path / "rollout.json").read_text())["metrics"]
-    assert metrics["none+blocks"]["speedup_of_blocks"] > 0
-    assert metrics["none+blocks"]["token_agreement_without_blocks"] == 1.0

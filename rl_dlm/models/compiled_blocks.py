@@ -1,11 +1,13 @@
-"""The native models' block loop, with each block's pass optionally under torch.compile as one graph.
+"""The native models' block loop, with each block's pass under autograd optionally compiled as one graph.
 
 Why
     A checkpointed LoRA r 128 update of 6 rows × 456 tokens at LLaDA-8B shape is host-bound: the GPU waits on
     Python between small kernels (peft's adapter path, the element-wise steps, checkpointing's bookkeeping). On
     an H100 it ran at 36.6 % of the bf16 matmul rate eager and 37.6 % with the compiled element-wise kernels
-    alone (`compiled_elementwise`). With every block's pass compiled whole it ran at 57.9 %, 1.61× faster, and
-    the no-grad old/ref log-probs 1.27× faster (bench/RESULTS.md, "Whole blocks compiled").
+    alone (`compiled_elementwise`). With every block's pass compiled whole it ran at 58.9 %, 1.64× faster; in
+    `bench/rl_step.py` the diffu-GRPO update went from 37 % to 62 % and GDPO's from 52 % to 59 % (bench/RESULTS.md,
+    "Whole blocks compiled"). A no-grad pass is a different case: the exact 64-row rollout ran at 55.4 % with
+    compiled blocks, against 78.9 % with the compiled element-wise kernels alone and 58.7 % eager.
 
 What it does
     `run_blocks` is the loop both native models (rl_dlm/models/llada.py, dream.py) run their blocks in.
@@ -14,7 +16,9 @@ What it does
     the compiled kernels (`compile_elementwise`: the eager RoPE writes with `out=`, which would split the graph).
     The blocks share their code and their parameters are graph inputs, so one graph serves every block of a
     pass: two compiles per kind of pass (its first sizes, then rows and tokens symbolic), not one per block.
-    Two passes stay eager, because a graph would be compiled again for each of their values:
+    Three kinds of pass run the blocks eagerly (with the compiled element-wise kernels):
+    - a pass without autograd (rollouts, old/ref log-probs): at many rows the GPU, not the host, is the limit,
+      and there the compiled element-wise kernels alone measured faster (above);
     - a block with a KV cache (it reads the cache of its own layer index: one compile per block);
     - the last block when it runs only the kept query positions (the slice's start, the prompt length, would be
       a constant of the graph: one compile per prompt length).
@@ -24,10 +28,10 @@ What it does
     then failed checkpointing's metadata check on an H100 (bench/results/h100_compiled_blocks_2026-12-05/profile).
 
 Equality
-    In fp32 on the CPU the logits and LoRA gradients equal the eager ones to float rounding; in bf16 to bf16
-    rounding (tests/models/test_compiled_blocks.py). On an H100 stage-4 log-probs of random 8B weights differed
-    by at most 0.22 nats from eager (0.10 with the compiled element-wise kernels alone): Inductor fuses the
-    block's element-wise steps and sums in its own order, and random weights make nearly every position a tie.
+    In fp32 on the CPU the logits and LoRA gradients equal the eager ones to float rounding
+    (tests/models/test_compiled_blocks.py). In bf16 Inductor fuses the block's element-wise steps and sums in its
+    own order: on an H100, with every block's pass compiled, stage-4 log-probs of random 8B weights differed by
+    at most 0.22 nats from eager, where random weights make nearly every position a near tie.
     It is a knob (`compiled_blocks`, off by default; implies the compiled element-wise kernels) because it
     changes rounding and compiles at the first passes (tens of seconds at 8B).
 
@@ -63,12 +67,14 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, rope, attn_mask, kv_ca
                hidden_states: list | None, block_call: Callable | None) -> torch.Tensor:
     """x [B, L, d] through every block; the last block runs only the query positions `last_keep` (→ [B, |keep|,
     d]). `hidden_states`, when a list, receives each block's input. `block_call` (the model's
-    `compiled_block_call`) runs the passes that compile once for all blocks; None runs every block eagerly."""
+    `compiled_block_call`) runs the passes that compile once for all blocks (under autograd, without a KV cache
+    or kept queries); None runs every block eagerly."""
+    compiling = block_call is not None and kv_cache is None and torch.is_grad_enabled()
     for i, block in enumerate(blocks):
         if hidden_states is not None:
             hidden_states.append(x)
         keep = last_keep if i == len(blocks) - 1 else None
-        call = block_call if block_call is not None and kv_cache is None and keep is None else call_block
+        call = block_call if compiling and keep is None else call_block
         x = call(block, x, rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
     return x
 

@@ -70,10 +70,10 @@ def test_checkpointed_update_matches_eager_with_one_graph_for_every_block():
         torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-4)
 
 
-def test_bf16_dream_logits_and_a_cached_rollout_as_eager(tokenizer):
-    """Under the trainer's autocast: a no-grad Dream pass gives the eager logits to bf16 rounding, and a
-    dual-cache rollout (every block reads its own layer's cache, so it stays eager) draws the eager tokens
-    without compiling a block pass."""
+def test_bf16_dream_under_autograd_and_a_cached_rollout_as_eager(tokenizer):
+    """Under the trainer's autocast: a Dream pass under autograd gives the eager logits to bf16 rounding, a
+    no-grad pass compiles no block graph, and a dual-cache rollout (every block reads its own layer's cache, so
+    it stays eager) draws the eager tokens without compiling a block pass."""
     from rl_dlm.sampling.cached import CachedSemiARSampler
     from tests.conftest import make_tiny_policy
 
@@ -82,8 +82,12 @@ def test_bf16_dream_logits_and_a_cached_rollout_as_eager(tokenizer):
         model = native("dream")
         compile_blocks(model, enabled=mode == "compiled")
         ids = torch.randint(0, 128, (2, 17), generator=torch.Generator().manual_seed(1))
-        with torch.no_grad(), bf16_autocast("cpu", True):
-            logits.append(model(input_ids=ids).logits.float())
+        with bf16_autocast("cpu", True):
+            logits.append(model(input_ids=ids).logits.detach().float())
+            before = compiled_variants()
+            with torch.no_grad():
+                model(input_ids=ids)
+            assert compiled_variants() == before
     torch.testing.assert_close(logits[1], logits[0], **BF16)
 
     runs = []
