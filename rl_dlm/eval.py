@@ -159,13 +159,13 @@ def evaluate_protocol(policy, tasks: Sequence[EvalTask], gen_lengths: Sequence[i
 
 def load_for_eval(path: str, adapter: str | None = None, device: str = "auto", bf16: bool | None = None,
                   trust_remote_code: bool = False, check_alignment: bool = True, cuda_graphs: bool = True,
-                  fused_projections: bool = True, compiled_elementwise: bool = False, compiled_blocks: bool = False):
+                  fused_projections: bool = True, compiled_elementwise: bool = False):
     """A policy for evaluation, without a trainer: the base model, plus a LoRA adapter merged in when `adapter`
     is given (or when `path` itself is an adapter directory, as `rl-dlm train` saves to `<output_dir>/final`).
     `device="auto"` picks CUDA when available; weights load in bf16 there (`bf16=None`), fp32 on CPU.
-    `cuda_graphs`, `fused_projections`, `compiled_elementwise` and `compiled_blocks` are the trainer's knobs of
-    the same names (rl_dlm/models/cuda_graphs.py, fused_projections.py, elementwise.py, compiled_blocks.py): the
-    same tokens as without them (up to rounding for the last three), faster."""
+    `cuda_graphs`, `fused_projections` and `compiled_elementwise` are the trainer's knobs of the same names
+    (rl_dlm/models/cuda_graphs.py, fused_projections.py, elementwise.py): the same tokens as without them (up to
+    rounding for the last two), faster."""
     from rl_dlm.models.policy import load_policy
 
     if device == "auto":
@@ -186,7 +186,7 @@ def load_for_eval(path: str, adapter: str | None = None, device: str = "auto", b
         extra["check_alignment"] = False
     policy = load_policy(path, tokenizer=tokenizer, lora=None, dtype="bfloat16" if bf16 else "float32",
                          device=device, fused_projections=fused_projections,
-                         compiled_elementwise=compiled_elementwise, compiled_blocks=compiled_blocks, **extra)
+                         compiled_elementwise=compiled_elementwise, **extra)
     if adapter is not None:
         from peft import PeftModel
 

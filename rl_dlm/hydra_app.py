@@ -213,8 +213,7 @@ def eval_main(argv: list[str]) -> None:
                                trust_remote_code=model.get("trust_remote_code", False),
                                cuda_graphs=bool(cfg.get("cuda_graphs", True)),
                                fused_projections=bool(cfg.get("fused_projections", True)),
-                               compiled_elementwise=bool(cfg.get("compiled_elementwise", False)),
-                               compiled_blocks=bool(cfg.get("compiled_blocks", False)))
+                               compiled_elementwise=bool(cfg.get("compiled_elementwise", False)))
     out = Path(cfg.eval.output_dir)
     print(f"rl-dlm eval: model={model.path}" + (f" adapter={model.adapter}" if model.get("adapter") else "")
           + f" tasks={[t.name for t in tasks]} sampler={sampler_node.get('_target_', '?').rsplit('.', 1)[-1]} "
