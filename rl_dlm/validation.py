@@ -262,6 +262,14 @@ def check_resume_and_deepspeed(args) -> None:
     spec = getattr(args, "deepspeed", None)
     if isinstance(spec, str) and spec.endswith((".json", ".yaml", ".yml")) and not Path(spec).is_file():
         raise ConfigError(f"deepspeed={spec}: no such config file; use deepspeed=zero2, zero3 or a file path")
+    if spec and getattr(args, "compiled_blocks", False):
+        from rl_dlm.distributed import deepspeed_config
+
+        stage = deepspeed_config(spec, args, 1).get("zero_optimization", {}).get("stage")
+        if stage == 3:  # ZeRO-3 gathers each module's weights in hooks around its forward, outside the graph
+            raise ConfigError("compiled_blocks=true is not supported under ZeRO-3 (deepspeed=zero3), whose weights "
+                              "are gathered by hooks the compiled block cannot run; use compiled_elementwise=true, "
+                              "or deepspeed=zero2")
 
 
 # -- data ------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Run as a script (one process, or one rank under `torchrun`); every rank writes i
 `<out>/history_rank<r>.json`:
 
     python -m tests.distributed_run --out OUT [--deepspeed zero2] [--steps 2] [--per-device 2] [--ga 1] [--group 2]
+        [--compiled-blocks]
     torchrun --nproc_per_node 2 -m tests.distributed_run --out OUT --deepspeed zero3 --group 4
 
 `--hang-at-save K` makes the process sleep inside the write of `checkpoint-K` (after its first file), so a test can
@@ -90,13 +91,14 @@ def main() -> None:
     p.add_argument("--save-steps", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--hang-at-save", type=int, default=0)
+    p.add_argument("--compiled-blocks", action="store_true", help="compiled_blocks=true (the update's block passes)")
     a = p.parse_args()
     if a.hang_at_save:
         hang_inside_checkpoint(a.hang_at_save, Path(a.out) / "hanging")
     run(a.out, rows=a.rows, random_lora=a.random_lora, deepspeed=a.deepspeed, max_steps=a.steps, per_device_train_batch_size=a.per_device,
         gradient_accumulation_steps=a.ga, num_generations=a.group, num_iterations=a.iterations, seed=a.seed,
         max_completion_length=a.completion, diffusion_steps=a.completion // 4, lora_dropout=a.lora_dropout,
-        save_steps=a.save_steps, resume=True if a.resume else None)
+        save_steps=a.save_steps, resume=True if a.resume else None, compiled_blocks=a.compiled_blocks)
 
 
 if __name__ == "__main__":

@@ -151,9 +151,10 @@ def test_a_hub_id_is_left_to_the_hub():
     ("max_steps=0", "max_steps must be ≥ 1"),
     ("replay_steps_per_forward=0", "replay_steps_per_forward must be ≥ 1"),
     ("advantage=batch", "unknown advantage 'batch'"),
+    ("compiled_blocks=true deepspeed=zero3", "compiled_blocks=true is not supported under ZeRO-3"),
 ])
 def test_bad_values_name_the_key_before_a_model_loads(tmp_path, capsys, no_model, override, expected):
-    line = cli_error(capsys, override, f"output_dir={tmp_path}", *SMALL)
+    line = cli_error(capsys, *override.split(" "), f"output_dir={tmp_path}", *SMALL)
     assert expected in line
 
 

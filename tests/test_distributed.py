@@ -69,6 +69,14 @@ def test_zero2_two_processes_match_one(tmp_path):
     assert_matches(multi, single_process(tmp_path / "single", ga=4))
 
 
+def test_zero2_with_compiled_blocks_matches_one_eager_process(tmp_path):
+    """compiled_blocks=true under ZeRO-2 (rl_dlm/models/compiled_blocks.py: the update's block passes compiled,
+    DeepSpeed's gradient hooks outside the graph): the eager single-process run's losses and gradient norms, to
+    the tolerances above (fp32: the compiled blocks equal eager to float rounding)."""
+    multi = torchrun(tmp_path / "zero2", "--deepspeed", "zero2", "--ga", "2", "--compiled-blocks")
+    assert_matches(multi, single_process(tmp_path / "single", ga=4))
+
+
 def test_zero3_two_processes_match_one_and_resume(tmp_path):
     """Each group spans both ranks (G = 4, 2 rows per rank): advantages need the gathered rewards. Then a
     ZeRO-3 checkpoint (sharded optimizer + gathered adapter) resumes and redoes step 2 identically."""
