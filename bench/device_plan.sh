@@ -15,7 +15,8 @@
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
 # $OUT/<name>/ (its JSON record and log.txt); a command that would start with under a minute left is skipped
 # and says so. Back here: copy $OUT, note the commit the device's tree was (the records' git_revision can name an
-# older commit than the files), and enter the numbers in bench/RESULTS.md and docs/performance.md.
+# older commit than the files; `python bench/record.py --find-commit <source_digest>` names the right one), and
+# enter the numbers in bench/RESULTS.md and docs/performance.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:?usage: bash bench/device_plan.sh 1|2|3}
