@@ -9,7 +9,6 @@ from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from rl_dlm.models.compiled_blocks import call_block, compile_blocks, compiled_call
 from rl_dlm.models.elementwise import EAGER, compiled, compiled_modules
-from rl_dlm.models.fused_projections import fuse_projections
 from rl_dlm.trainers.base import bf16_autocast
 from tests.models.test_elementwise import BF16, native
 
@@ -37,18 +36,7 @@ def test_checkpointed_update_matches_eager_with_one_graph_for_every_block():
     share one graph; the last runs only the kept queries eagerly, so a second prompt length compiles nothing."""
     results, variants = {}, []
     for mode in ("eager", "compiled"):
-        torch.manual_seed(0)
-        from rl_dlm.models.llada import LLaDAModelLM, tiny_llada_config
-        from rl_dlm.models.policy import LoraSettings, add_lora
-
-        model = LLaDAModelLM(tiny_llada_config(vocab_size=130, d_model=64, n_layers=3, n_heads=4,
-                                               mlp_hidden_size=80))
-        fuse_projections(model)
-        model = add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(0, 0.05)
+        model = native("llada", n_layers=3, dtype=torch.float32)
         compile_blocks(model, enabled=mode == "compiled")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()

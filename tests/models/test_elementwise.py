@@ -19,15 +19,15 @@ from rl_dlm.trainers.base import bf16_autocast
 BF16 = dict(atol=5e-2, rtol=2e-2)
 
 
-def native(family: str, seed: int = 0):
-    """A tiny native model with bf16 base weights, packed projections and fp32 LoRA of non-zero B."""
+def native(family: str, seed: int = 0, n_layers: int = 2, dtype: torch.dtype = torch.bfloat16):
+    """A tiny native model with `dtype` (bf16) base weights, packed projections and fp32 LoRA of non-zero B."""
     torch.manual_seed(seed)
     if family == "llada":
-        model = LLaDAModelLM(tiny_llada_config(vocab_size=130, d_model=64, n_layers=2, n_heads=4,
+        model = LLaDAModelLM(tiny_llada_config(vocab_size=130, d_model=64, n_layers=n_layers, n_heads=4,
                                                mlp_hidden_size=80))
     else:
         model = DreamModel(tiny_dream_config(vocab_size=130))
-    model = model.eval().to(torch.bfloat16)
+    model = model.eval().to(dtype)
     fuse_projections(model)
     model = add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
     with torch.no_grad():
