@@ -11,13 +11,15 @@ from tests.conftest import ROOT
 
 
 def test_profile_script_records_every_section(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "bench" / "profile_8b.py"), "--tiny", "--skip-compile",
-                    "--out", str(tmp_path)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "profile_8b.py"), "--tiny", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
     metrics = json.loads((tmp_path / "profile_8b.json").read_text())["metrics"]
     for key in ("gemm_fraction_of_matmul", "sampling", "forward_base", "graphs_base", "forward_base_unfused",
                 "forward_lora", "graphs_lora", "update", "update_unfused", "forward_base_compiled_elementwise",
-                "graphs_base_compiled_elementwise", "forward_lora_compiled_elementwise", "update_compiled_elementwise"):
+                "graphs_base_compiled_elementwise", "forward_lora_compiled_elementwise", "update_compiled_elementwise",
+                "update_compiled_blocks"):
         assert metrics[key], key
+    assert metrics["compiled_graph_breaks"] == 0
     for entry in metrics["sampling"]["semi_ar"]:
         assert entry["masked_only_ms"] > 0 and entry["every_position_ms"] > 0
     assert all(entry["graph_equal"] for entry in metrics["graphs_base"] + metrics["graphs_lora"])

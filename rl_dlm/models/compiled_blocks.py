@@ -3,11 +3,11 @@
 Why
     A checkpointed LoRA r 128 update of 6 rows × 456 tokens at LLaDA-8B shape is host-bound: the GPU waits on
     Python between small kernels (peft's adapter path, the element-wise steps, checkpointing's bookkeeping). On
-    an H100 it ran at 36.6 % of the bf16 matmul rate eager and 37.6 % with the compiled element-wise kernels
-    alone (`compiled_elementwise`). With every block's pass compiled whole it ran at 58.9 %, 1.64× faster; in
+    an H100, in one run, it ran at 35.9 % of the bf16 matmul rate eager, 35.8 % with the compiled element-wise
+    kernels alone (`compiled_elementwise`), and 58.9 % with every block's pass compiled whole, 1.64× faster; in
     `bench/rl_step.py` the diffu-GRPO update went from 37 % to 62 % and GDPO's from 52 % to 59 % (bench/RESULTS.md,
     "Whole blocks compiled"). A no-grad pass is a different case: the exact 64-row rollout ran at 55.4 % with
-    compiled blocks, against 78.9 % with the compiled element-wise kernels alone and 58.7 % eager.
+    compiled blocks, against 78.9 % with the compiled element-wise kernels alone and 58.7 % eager (one run).
 
 What it does
     `run_blocks` is the loop both native models (rl_dlm/models/llada.py, dream.py) run their blocks in.

@@ -313,8 +313,8 @@ def load_policy(name_or_path: str | Path | nn.Module, tokenizer=None, lora: Lora
     gives LoRA adapters a path with fewer passes (rl_dlm/models/fused_projections.py: same names, same LoRA
     targets, outputs equal to rounding). `compiled_elementwise` runs the native models' RMSNorm, RoPE and
     SiLU·mul as fused compiled kernels (rl_dlm/models/elementwise.py: outputs equal to bf16 rounding).
-    `compiled_blocks` runs each block's pass without a KV cache as one compiled graph, the compiled element-wise
-    kernels included (rl_dlm/models/compiled_blocks.py: outputs equal to bf16 rounding).
+    `compiled_blocks` runs each block's pass under autograd as one compiled graph, and the compiled element-wise
+    kernels everywhere (rl_dlm/models/compiled_blocks.py: outputs equal to bf16 rounding).
     """
     import rl_dlm.models.dream  # noqa: F401  (registers the native classes with the Auto API)
     import rl_dlm.models.llada  # noqa: F401

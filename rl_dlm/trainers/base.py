@@ -100,9 +100,9 @@ class RLConfig:
     # RMSNorm, RoPE and SiLU·mul as fused compiled kernels (rl_dlm/models/elementwise.py: outputs and gradients
     # equal to bf16 rounding; compiles at the first forward: 6.4 s at 8B on an H100)
     compiled_elementwise: bool = False
-    # each block's pass without a KV cache (update, recompute, old/ref log-probs) as one compiled graph, with the
-    # compiled element-wise kernels (rl_dlm/models/compiled_blocks.py: equal to bf16 rounding; 1.61× on the 8B
-    # checkpointed 6-row update on an H100; compiles at the first passes of each kind)
+    # each block's pass under autograd (the update's forward and its recompute) as one compiled graph, with the
+    # compiled element-wise kernels (rl_dlm/models/compiled_blocks.py: equal to bf16 rounding; 1.64× on the 8B
+    # checkpointed 6-row update on an H100; compiles at the first update; refused under ZeRO-3)
     compiled_blocks: bool = False
     # logging and checkpoints
     logging_steps: int = 1
