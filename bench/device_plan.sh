@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The GPU measurements the 8B issue still owes, in three parts that each end inside the device's 10-minute limit,
-# the acceptance numbers first: each with and without the compiled element-wise kernels (`compiled_elementwise`,
-# rl_dlm/models/elementwise.py), in the same run.
+# The GPU measurements the 8B issue still owes, each part inside the device's 10-minute limit, the acceptance
+# numbers first, each opt-in speed-up against the code without it in the same run: the compiled element-wise
+# kernels (`compiled_elementwise`, rl_dlm/models/elementwise.py) and compiled blocks (`compiled_blocks`,
+# rl_dlm/models/compiled_blocks.py). The issue states its targets on an H200, so ask for one (nvidia-h200).
 # On the device (carry `.whl`, built here by bench/gpu_wheels.sh; nvidia-h200 or nvidia-h100-x1):
 #
-#   bash bench/device_plan.sh 1   # one LoRA r 128 update with checkpointing: eager, the compiled kernels and
-#                                 # `compiled_blocks` (rl_dlm/models/compiled_blocks.py), then the exact 64-row
-#                                 # rollout: eager, +compiled
+#   bash bench/device_plan.sh 1   # the acceptance micro-benchmarks: one LoRA r 128 update with checkpointing
+#                                 # (eager, the compiled kernels, compiled_blocks), the exact 64-row rollout and
+#                                 # the dual-cache one (each eager and +compiled), and batch size 1 (graphs,
+#                                 # +compiled, and the code of the issue's measurement: --compare-old)
 #   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with compiled_blocks
-#   bash bench/device_plan.sh 3   # the kernel split with the compiled kernels and with every block compiled
-#                                 # (bench/profile_8b.py), then IGPO with the compiled kernels
+#   bash bench/device_plan.sh 3   # CJ-GRPO and IGPO with compiled_blocks
+#   bash bench/device_plan.sh 4   # MDPO and coupled-GRPO (Dream-7B shape) with compiled_blocks
+#   bash bench/device_plan.sh 5   # the kernel split (bench/profile_8b.py), the update with compiled_blocks last
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
 #
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
@@ -19,7 +22,7 @@
 # enter the numbers in bench/RESULTS.md and docs/performance.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: bash bench/device_plan.sh 1|2|3}
+PART=${1:?usage: bash bench/device_plan.sh 1|2|3|4|5}
 OUT=${OUT:-/tmp/device_plan}
 LIMIT=${LIMIT:-570}
 if [ -z "${DRY_RUN:-}" ]; then
@@ -53,16 +56,23 @@ case $PART in
 1)
     run ts python3 bench/train_step.py --autocast --updates 2 --compiled-elementwise --compiled-blocks
     run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
+    run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+compiled
+    run bs1 python3 bench/rollout.py --n 1 --modes none,none+graphs,none+graphs+compiled --compare-old
     ;;
 2)
     run rl python3 bench/rl_step.py --algos gdpo,diffu_grpo --set compiled_blocks=true --time-budget-s 500
     ;;
 3)
+    run rl3 python3 bench/rl_step.py --algos cj_grpo,igpo --set compiled_blocks=true --time-budget-s 500
+    ;;
+4)
+    run rl4 python3 bench/rl_step.py --algos mdpo,coupled_grpo --set compiled_blocks=true --time-budget-s 500
+    ;;
+5)
     run profile python3 bench/profile_8b.py --skip-unfused
-    run igpo python3 bench/rl_step.py --algos igpo --set compiled_elementwise=true --time-budget-s 240
     ;;
 *)
-    echo "unknown part $PART: expected 1, 2 or 3" >&2
+    echo "unknown part $PART: expected 1 to 5" >&2
     exit 2
     ;;
 esac
