@@ -12,7 +12,9 @@
 #   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with compiled_blocks
 #   bash bench/device_plan.sh 3   # CJ-GRPO and IGPO with compiled_blocks
 #   bash bench/device_plan.sh 4   # MDPO and coupled-GRPO (Dream-7B shape) with compiled_blocks
-#   bash bench/device_plan.sh 5   # the kernel split (bench/profile_8b.py), the update with compiled_blocks last
+#   bash bench/device_plan.sh 5   # the block's four GEMMs alone at 456 to 29 184 rows, cuBLAS against Inductor's
+#                                 # autotuned ones (bench/gemm_shapes.py: what batch size 1 can reach), then the
+#                                 # kernel split (bench/profile_8b.py), the update with compiled_blocks last
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
 #
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
@@ -69,6 +71,7 @@ case $PART in
     run rl4 python3 bench/rl_step.py --algos mdpo,coupled_grpo --set compiled_blocks=true --time-budget-s 500
     ;;
 5)
+    run gemm python3 bench/gemm_shapes.py
     run profile python3 bench/profile_8b.py --skip-unfused
     ;;
 *)

@@ -1,6 +1,7 @@
-"""bench/profile_8b.py, bench/elementwise_kernels.py and bench/train_step.py's compiled variants check themselves
-on CPU (`--tiny`): every section is recorded, including the sampling entries that compare the masked-only draw
-with the draw at every position, the compiled element-wise entries and the update with every block compiled."""
+"""bench/profile_8b.py, bench/elementwise_kernels.py, bench/gemm_shapes.py and bench/train_step.py's compiled
+variants check themselves on CPU (`--tiny`): every section is recorded, including the sampling entries that compare
+the masked-only draw with the draw at every position, the compiled element-wise entries, the update with every
+block compiled, and the GEMMs cuBLAS and Inductor run."""
 from __future__ import annotations
 
 import json
@@ -51,3 +52,13 @@ def test_train_step_script_times_the_update_with_every_block_compiled(tmp_path):
     assert metrics["compiled_blocks"]["seconds_per_update"] > 0
     assert metrics["compiled_blocks"]["graph_breaks"] == 0
     assert metrics["max_abs_logp_difference_of_compiled_blocks"] < 1e-4  # fp32 on the CPU: rounding only
+
+
+def test_gemm_shapes_script_times_cublas_and_the_autotuned_gemms(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gemm_shapes.py"), "--tiny", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    metrics = json.loads((tmp_path / "gemm_shapes.json").read_text())["metrics"]
+    for rows in ("rows_7", "rows_33"):
+        assert set(metrics[rows]) == {"qkv", "attn_out", "ff_up", "ff_out", "block"}
+        assert metrics[rows]["block"]["cublas_ms"] > 0 and metrics[rows]["block"]["autotuned_ms"] > 0
+        assert all(e["max_rel_difference"] < 1e-2 for name, e in metrics[rows].items() if name != "block")
