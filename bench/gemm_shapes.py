@@ -3,8 +3,9 @@ and whether Inductor's autotuned GEMMs come closer.
 
 Why
     At batch size 1 an exact denoising step forwards 456 tokens: the captured step takes 17.1 ms on an H100
-    against an 8.05 ms compute floor (bench/RESULTS.md, "Whole blocks compiled"), with every non-GEMM kernel
-    already fused or replayed from a graph. At M = 456 rows a GEMM is a few tiles tall: attn_out (4096 → 4096)
+    against an 8.05 ms compute floor (`graphs_base` in
+    bench/results/h100_compiled_blocks_2026-12-05/profile/profile_8b.json), with every kernel replayed from a
+    CUDA graph. At M = 456 rows a GEMM is a few tiles tall: attn_out (4096 → 4096)
     and ff_out (12288 → 4096) fill 64 output tiles of 128 × 256 on 132 SMs, under half a wave. Whether the
     batch-size-1 target (2× the issue's 68 tokens/s) is reachable depends on how fast these shapes can run,
     which this measures before any model code changes.

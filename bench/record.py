@@ -100,7 +100,8 @@ def command() -> str:
 
 def write_record(path: Path, name: str, metrics: dict, units: dict, **extra) -> dict:
     record = {"name": name, "command": command(), "device": device_name(), "git_revision": git_revision(),
-              "source_digest": source_digest(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "source_digest": source_digest(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, **extra, "units": units, "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")

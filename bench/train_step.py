@@ -25,10 +25,11 @@ it, peft's fp32 adapter weights make the LoRA matrix products fp32, as in the re
 current one, and records both medians and the largest difference between their stage-4 log-probs.
 `--compiled-elementwise` does the same with RMSNorm, RoPE and SiLU·mul as the fused compiled kernels of
 `compiled_elementwise` (rl_dlm/models/elementwise.py; the warm-up update compiles them). `--compiled-blocks` does
-it with the knob `compiled_blocks` (rl_dlm/models/compiled_blocks.py): each block's pass under `torch.compile`
-(the compiled element-wise code inside; projections, LoRA adapters, attention and the checkpoint's recompute
-traced with it; autograd through AOTAutograd), for an update that is host-bound at 6 rows: each block's forward,
-recompute and backward cost one compiled call each instead of some hundred eager ones.
+it with the knob `compiled_blocks` (rl_dlm/models/compiled_blocks.py): each block's pass under autograd is one
+`torch.compile` graph, with projections, LoRA adapters, attention, the compiled element-wise code and the
+checkpoint's recompute traced into it, so at 6 rows, where the update is host-bound, a block's forward, recompute
+and backward cost one compiled call each instead of some hundred eager ones. Stage 4, without autograd, then
+runs the compiled element-wise kernels only.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def main():
     ap.add_argument("--compiled-elementwise", action="store_true",
                     help="also time each update with the compiled element-wise kernels (rl_dlm/models/elementwise.py)")
     ap.add_argument("--compiled-blocks", action="store_true",
-                    help="also time each update with every transformer block under torch.compile")
+                    help="also time each update with compiled_blocks (rl_dlm/models/compiled_blocks.py)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B

@@ -95,8 +95,8 @@ def main() -> None:
     a = p.parse_args()
     if a.hang_at_save:
         hang_inside_checkpoint(a.hang_at_save, Path(a.out) / "hanging")
-    run(a.out, rows=a.rows, random_lora=a.random_lora, deepspeed=a.deepspeed, max_steps=a.steps, per_device_train_batch_size=a.per_device,
-        gradient_accumulation_steps=a.ga, num_generations=a.group, num_iterations=a.iterations, seed=a.seed,
+    run(a.out, rows=a.rows, random_lora=a.random_lora, deepspeed=a.deepspeed, max_steps=a.steps,
+        per_device_train_batch_size=a.per_device, gradient_accumulation_steps=a.ga, num_generations=a.group, num_iterations=a.iterations, seed=a.seed,
         max_completion_length=a.completion, diffusion_steps=a.completion // 4, lora_dropout=a.lora_dropout,
         save_steps=a.save_steps, resume=True if a.resume else None, compiled_blocks=a.compiled_blocks)
 
