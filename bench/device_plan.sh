@@ -18,10 +18,11 @@
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
 #
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
-# $OUT/<name>/ (its JSON record and log.txt); a command that would start with under a minute left is skipped
-# and says so. Back here: copy $OUT, note the commit the device's tree was (the records' git_revision can name an
-# older commit than the files; `python bench/record.py --find-commit <source_digest>` names the right one), and
-# enter the numbers in bench/RESULTS.md and docs/performance.md.
+# $OUT/<name>/ (its JSON record and log.txt), and $OUT/gpu_clocks_part<N>.csv samples the clocks; a command that
+# would start with under a minute left is skipped and says so. Back here: copy $OUT, note the commit the device's
+# tree was (the records' git_revision can name an older commit than the files; `python bench/record.py
+# --find-commit <source_digest>` names the right one), and enter the numbers in bench/RESULTS.md and
+# docs/performance.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:?usage: bash bench/device_plan.sh 1|2|3|4|5}
@@ -33,6 +34,14 @@ if [ -z "${DRY_RUN:-}" ]; then
             .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
     fi
     export PYTHONUNBUFFERED=1
+    # The SM clock and power every half second: a kernel that runs slower in one configuration than in another
+    # may be clocked down, not worse (the GPU lowers its clock when it draws its power limit).
+    if command -v nvidia-smi >/dev/null; then
+        mkdir -p "$OUT"
+        nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv -lms 500 \
+            >"$OUT/gpu_clocks_part$PART.csv" 2>/dev/null &
+        trap 'kill %1 2>/dev/null' EXIT
+    fi
 fi
 
 START=$SECONDS
