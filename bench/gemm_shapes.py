@@ -18,6 +18,9 @@ What it times
     cuBLAS for each shape and keeps the fastest. Each entry: ms, the fraction of the 8192³ bf16 matmul rate this
     script measures, and the largest difference of the autotuned output from cuBLAS's relative to the output's
     largest entry (a different kernel sums in another order: bf16 rounding). `block` sums one block's four GEMMs.
+    Calls run back to back, cycling through weight copies larger than the L2 cache (`weight_copies`): a call
+    timed between two synchronisations adds the host's latency, a large part of a 456-row GEMM's tens of
+    microseconds.
 
     python bench/gemm_shapes.py --out $OUT            # on a GPU: $OUT/gemm_shapes.json (a few minutes of tuning)
     python bench/gemm_shapes.py --tiny --out /tmp/g   # CPU check of the script (default compile mode)
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.profile_8b import timeit  # noqa: E402
+from bench.profile_8b import loop_seconds, weight_copies  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from bench.stage_meter import matmul_tflops  # noqa: E402
 
@@ -63,10 +66,12 @@ def main():
         entries, totals = {}, {"flops": 0.0, "cublas_ms": 0.0, "autotuned_ms": 0.0}
         for name, k, n in projections:
             x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-            w = torch.randn(n, k, device=device, dtype=torch.bfloat16) / k**0.5
+            ws = weight_copies(k, n, device, torch.bfloat16)  # read from memory, as a forward reads its weights
+            w = ws[0]
             flops = 2.0 * m * k * n
-            cublas_s = timeit(lambda: F.linear(x, w), device)
-            tuned_s = timeit(lambda: tuned(x, w), device)  # the warm-up compiles and tunes
+            cublas_s = loop_seconds(lambda: [F.linear(x, w) for w in ws], device) / len(ws)
+            tuned(x, w)  # compiles and tunes
+            tuned_s = loop_seconds(lambda: [tuned(x, w) for w in ws], device) / len(ws)
             expected = F.linear(x, w).float()
             diff = (tuned(x, w).float() - expected).abs().max().item() / expected.abs().max().item()
             entries[name] = {"cublas_ms": round(cublas_s * 1e3, 4), "autotuned_ms": round(tuned_s * 1e3, 4),
@@ -84,7 +89,8 @@ def main():
                             "autotuned_fraction": round(totals["flops"] / totals["autotuned_ms"] / 1e9 / ref, 3)}
         metrics[f"rows_{m}"] = entries
     write_record(Path(args.out) / "gemm_shapes.json", "gemm_shapes", metrics,
-                 units={"matmul_tflops": "TFLOP/s (8192³ bf16)", "*_ms": "ms per call (median of 5 after 2 warm-ups)",
+                 units={"matmul_tflops": "TFLOP/s (8192³ bf16)",
+                        "*_ms": "ms per call (mean of back-to-back calls, weights cycled from memory)",
                         "*_fraction": "FLOP rate / matmul_tflops", "max_rel_difference": "max |Δ| / max |cuBLAS out|"},
                  shapes={name: [k, n] for name, k, n in projections})
 

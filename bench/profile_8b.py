@@ -3,10 +3,14 @@
 On random weights of the LLaDA-8B-Instruct shape (bf16, bench/rollout.py's builder), in one process:
 - `matmul`: the 8192³ bf16 matmul rate (the reference every fraction here is taken against) and the GEMM rates
   of the canvas shapes (rows × 4096 → 4096 / 12288 / 24576, 12288 → 4096), i.e. the ceiling of the projections
-  at a given batch and of fusing q/k/v or gate/up into one GEMM;
+  at a given batch and of fusing q/k/v or gate/up into one GEMM, timed back to back with the weights read from
+  memory (`loop_seconds`, `weight_copies`);
 - `forward`: one denoising-step forward (rows × (200 + 256), logits of one 32-token block), eager, base weights
   and LoRA r 128 under bf16 autocast (the trainer's rollout path), with the profiler's split of GPU time into
   GEMM, attention and everything else, and the top kernels;
+- `forward_base_bs1`: the same split at batch size 1, where the projections are GEMMs of 456 rows;
+- `dual_step_base`: one dual-cache step at the last `--rows` (the block's 32-token window against the cached K/V
+  of the canvas, bench/rollout.py's dual modes), with its split;
 - `graphs`: the forward at batch size 1 and at the first `--rows`, eager and replayed from the policy's CUDA
   graphs (`Policy.cuda_graphs`, rl_dlm/models/cuda_graphs.py), with a bit-for-bit comparison (whole rollouts
   both ways: `bench/rollout.py --modes none,none+graphs`);
@@ -54,6 +58,7 @@ from bench.rollout import LLADA_8B, TINY, body_and_head_params, build_policy, gr
 from bench.stage_meter import matmul_tflops  # noqa: E402
 from rl_dlm.models.compiled_blocks import compile_blocks  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
+from rl_dlm.models.kv_cache import BlockKVCache, block_logits  # noqa: E402
 from rl_dlm.models.policy import LoraSettings, add_lora  # noqa: E402
 from rl_dlm.sampling.dream import DreamSampler, sample_tokens  # noqa: E402
 from rl_dlm.sampling.rollout import row_generator  # noqa: E402
@@ -110,11 +115,32 @@ def profile_split(fn, device: str) -> dict:
             "top": [{"kernel": n[:100], "ms": round(ms, 2), "calls": c} for n, ms, c in kernels[:10]]}
 
 
+def loop_seconds(fn, device: str, calls: int = 24, warmup: int = 3) -> float:
+    """Mean seconds of fn() over `calls` back-to-back calls between two synchronisations: a kernel of tens of
+    microseconds is timed without the host's launch and synchronisation latency, which `timeit` includes."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / calls
+
+
+def weight_copies(k: int, n: int, device: str, dtype: torch.dtype, cache_bytes: int = 200 * 2**20) -> list:
+    """Enough [n, k] weights that cycling through them reads each from memory, not from the 50 MB L2 cache, as
+    a forward does (each layer's weights are read once per step)."""
+    count = min(16, max(2, -(-cache_bytes // (k * n * torch.finfo(dtype).bits // 8))))  # 16: the tiny shapes
+    return [torch.randn(n, k, device=device, dtype=dtype) / k**0.5 for _ in range(count)]
+
+
 def gemm_tflops(m: int, k: int, n: int, device: str) -> float:
-    """The median rate of one [m, k] × [k, n] product."""
-    a = torch.randn(m, k, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-    b = torch.randn(k, n, device=device, dtype=a.dtype)
-    s = timeit(lambda: a @ b, device, warmup=3, reps=10)
+    """The rate of [m, k] × [k, n] products as F.linear runs them, weights read from memory (`weight_copies`)."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    ws = weight_copies(k, n, device, dtype)
+    s = loop_seconds(lambda: [torch.nn.functional.linear(a, w) for w in ws], device) / len(ws)
     return 2 * m * k * n / s / 1e12
 
 
@@ -222,6 +248,22 @@ def main():
         entry["compute_floor_ms"] = round(forward_flops(r, block) / (ref * 1e12) * 1e3, 2)
         return entry
 
+    def dual_step_entry(r: int) -> dict:
+        """One dual-cache step at r rows (`cache="dual"`, bench/rollout.py's dual modes): the first block's
+        32-token window forwarded against the K/V that a refresh of the canvas stored."""
+        ids = torch.randint(0, vocab - 100, (r, T), device=device)
+        positions, cache = torch.arange(T, device=device).expand(r, T), BlockKVCache()
+
+        def step(refresh: bool = False):
+            with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                return block_logits(policy, ids, None, positions, cache, P, P + block, P + block, refresh)
+
+        step(refresh=True)
+        s = timeit(step, device)
+        flops = 2 * n_body * r * block + head_flops * r * block
+        return {"rows": r, "ms": round(s * 1e3, 2), "fraction": round(flops / s / 1e12 / ref, 3),
+                **profile_split(step, device)}
+
     @contextlib.contextmanager
     def compiled_kernels(first_call):
         """The compiled element-wise kernels, compiled by `first_call` (timed as `compile_s`)."""
@@ -236,6 +278,7 @@ def main():
 
     model.eval()
     res["forward_base"] = [forward_entry(r) for r in rows]
+    res["forward_base_bs1"], res["dual_step_base"] = forward_entry(1), dual_step_entry(rows[-1])
     save()
     res["graphs_base"] = [graph_entry(1), graph_entry(rows[0])]
     save()
@@ -244,6 +287,8 @@ def main():
         res["forward_base_compiled_elementwise"] = [{"compile_s": compile_s, **forward_entry(rows[0])}] + [
             forward_entry(r) for r in rows[1:]]
         res["graphs_base_compiled_elementwise"] = [graph_entry(1)]
+        res["forward_base_bs1_compiled_elementwise"] = forward_entry(1)
+        res["dual_step_base_compiled_elementwise"] = dual_step_entry(rows[-1])
     save()
     if not args.skip_unfused:
         with unfused_projections(policy):  # each projection its own module, as before fused_projections.py

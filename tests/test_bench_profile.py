@@ -18,7 +18,8 @@ def test_profile_script_records_every_section(tmp_path):
     for key in ("gemm_fraction_of_matmul", "sampling", "forward_base", "graphs_base", "forward_base_unfused",
                 "forward_lora", "graphs_lora", "update", "update_unfused", "forward_base_compiled_elementwise",
                 "graphs_base_compiled_elementwise", "forward_lora_compiled_elementwise", "update_compiled_elementwise",
-                "update_compiled_blocks"):
+                "update_compiled_blocks", "forward_base_bs1", "dual_step_base", "forward_base_bs1_compiled_elementwise",
+                "dual_step_base_compiled_elementwise"):
         assert metrics[key], key
     assert metrics["compiled_graph_breaks"] == 0
     for entry in metrics["sampling"]["semi_ar"]:
