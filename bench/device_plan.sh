@@ -7,8 +7,9 @@
 #
 #   bash bench/device_plan.sh 1   # the acceptance micro-benchmarks: one LoRA r 128 update with checkpointing
 #                                 # (eager, the compiled kernels, compiled_blocks), the exact 64-row rollout and
-#                                 # the dual-cache one (each eager and +compiled), and batch size 1 (graphs,
-#                                 # +compiled, and the code of the issue's measurement: --compare-old)
+#                                 # the dual-cache one (each eager and +compiled, and with the graphs' memory
+#                                 # budget raised), and batch size 1 (graphs, +compiled, and the code of the
+#                                 # issue's measurement: --compare-old)
 #   bash bench/device_plan.sh 2   # GDPO and diffu-GRPO end to end at their 8B recipes with compiled_blocks
 #   bash bench/device_plan.sh 3   # CJ-GRPO and IGPO with compiled_blocks
 #   bash bench/device_plan.sh 4   # MDPO and coupled-GRPO (Dream-7B shape) with compiled_blocks
@@ -68,6 +69,8 @@ case $PART in
     run ts python3 bench/train_step.py --autocast --updates 2 --compiled-elementwise --compiled-blocks
     run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled --exact-steps 16
     run dual python3 bench/rollout.py --n 64 --modes dual+graphs,dual+graphs+compiled
+    # the same with room for all 16 graphs of a 64-row rollout (8 windows, 8 refreshes, 0.5 GiB of logits each)
+    run dual_gib python3 bench/rollout.py --n 64 --modes dual+graphs+compiled --graph-gib 12
     run bs1 python3 bench/rollout.py --n 1 --modes none,none+graphs,none+graphs+compiled --compare-old
     ;;
 2)

@@ -241,12 +241,16 @@ def main():
                          "valid because every exact step forwards the same full canvas")
     ap.add_argument("--lora-r", type=int, default=0, help="LoRA adapters of this rank on every projection (0: none)")
     ap.add_argument("--autocast", action="store_true", help="run under bf16 autocast, as the trainer does")
+    ap.add_argument("--graph-gib", type=float, default=None,
+                    help="the graphs' output budget (GraphedForward.max_output_gib; default: the library's)")
     ap.add_argument("--compare-old", action="store_true",
                     help="also time each mode on the code before the exact speed-ups (bench/previous_paths.py)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     shape = TINY if args.tiny else LLADA_8B
     policy = build_policy(shape, device)
+    if args.graph_gib is not None:
+        policy.graphs.max_output_gib = args.graph_gib
     n_params = sum(p.numel() for p in policy.model.parameters())
     if args.lora_r:
         policy.model = add_lora(policy.model, LoraSettings(r=args.lora_r, alpha=64, dropout=0.05)).eval()
@@ -272,10 +276,15 @@ def main():
         """One timed rollout of mode m after `warmups` untimed ones → (metrics, completion ids; None when only
         the first steps were timed)."""
         sampler_name, flags = mode_parts(m)
+        policy.graphs.reset()  # each mode captures its own graphs; the last mode's free their memory
         with mode_code(policy, flags):
             for _ in range(warmups):
                 run_as_is(m, sampler_name, "graphs" in flags, previous)
-            return run_as_is(m, sampler_name, "graphs" in flags, previous)
+            before = policy.graphs.captures
+            metrics, completion = run_as_is(m, sampler_name, "graphs" in flags, previous)
+        if "graphs" in flags:  # captured during the timed rollout: > 0 means graphs were dropped and re-captured
+            metrics["graph_captures"] = policy.graphs.captures - before
+        return metrics, completion
 
     def run_as_is(m: str, sampler_name: str, graphed: bool, previous: bool):
         flops = rollout_flops(m, args.n, args.prompt, args.gen, args.steps, args.block, n_body, n_head)
@@ -343,11 +352,12 @@ def main():
                "speedup_vs_previous": "current tokens/s over the pre-speed-up code's (--compare-old)",
                "token_agreement_with_previous": "fraction of completion tokens equal to the pre-speed-up code's",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls",
+               "graph_captures": "CUDA graphs captured during the timed rollout (0: every key was kept)",
                "fraction_of_matmul": "achieved FLOP rate (rollout_flops) / the 8192³ bf16 matmul rate"},
         matmul_tflops=round(matmul, 1),
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
                "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
-        workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast,
+        workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast, "graph_gib": policy.graphs.max_output_gib,
                   "sequences": args.n, "prompt_length": args.prompt, "gen_length": args.gen,
                   "steps": args.steps, "block_length": args.block, "temperature": args.temperature})
     print(json.dumps(record, indent=1))

@@ -51,6 +51,7 @@ class GraphedForward:
         self.calls: OrderedDict[Hashable, int] = OrderedDict()  # eager calls of keys not captured (yet)
         self.states: dict[Hashable, object] = {}
         self.pool = None
+        self.captures = 0  # graphs captured so far (a count that keeps rising in steady use means keys are dropped)
 
     @staticmethod
     def usable(model: nn.Module, input_ids: Tensor) -> bool:
@@ -90,6 +91,7 @@ class GraphedForward:
                     self.calls.popitem(last=False)
                 return forward(*inputs)
             del self.calls[key]
+            self.captures += 1
             self.graphs[key] = self._capture(key, forward, inputs)
             while len(self.graphs) > 1 and (len(self.graphs) > self.max_graphs
                                             or self.output_gib() > self.max_output_gib):

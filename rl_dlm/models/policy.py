@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 from rl_dlm.models.compiled_blocks import compile_blocks
-from rl_dlm.models.elementwise import check_compilable, compile_elementwise
+from rl_dlm.models.elementwise import check_compilable, compile_elementwise, compiled_modules
 from rl_dlm.models.fused_projections import fuse_projections
 from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
 
@@ -78,7 +78,19 @@ class Policy:
     @model.setter
     def model(self, model: nn.Module):
         self._model = model
+        self._kernel_probe = None  # see `kernels()`
         self.graphs.reset()  # captured graphs point at the old model's weights
+
+    def kernels(self) -> str:
+        """The element-wise kernels the model runs now ("eager" or "compiled", rl_dlm/models/elementwise.py; ""
+        for another library's model). Part of every graph's key: a graph replays the kernels it recorded, so one
+        captured before `compile_elementwise` switched the model would replay the other set. The modules switch
+        together, so one of them, found once per model, tells."""
+        if self._kernel_probe is None:
+            modules = compiled_modules(self._model)
+            self._kernel_probe = modules[0] if modules else nn.Identity()
+        kernels = getattr(self._kernel_probe, "elementwise", None)
+        return kernels.name if kernels is not None else ""
 
     mask_id = property(lambda self: self.family.mask_id)
     stop_id = property(lambda self: self.family.stop_id)
@@ -138,7 +150,7 @@ class Policy:
         `uses_graphs`; the key adds which code path runs (adapters on or off, merged or not)."""
         if not self.uses_graphs(inputs[0]):
             return forward(*inputs)
-        mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference))
+        mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference), self.kernels())
         return self.graphs((key, mode), forward, *inputs)
 
     def graph_state(self, key, make, input_ids: Tensor):

@@ -2,17 +2,20 @@
 
 A CPU has no CUDA graphs, so `Replay` stands in for one: "capturing" records the forward and "replaying" runs it
 again on the static input into the static output, without module hooks, which is what a CUDA graph does with
-its recorded kernels. What
-is under test is everything around it: when a graph is used, what keys it (shape, kept window, adapters on or
-off, merged or not), that each call's input reaches the static buffer, that callers get their own copy of the
-output, that a failed capture falls back to eager once, and that a replaced model drops the graphs. That the GPU
-replay gives bit-identical logits is measured by bench/profile_8b.py (`graph_equal`)."""
+its recorded kernels. What is under test is everything around it: when a graph is used, what keys it (shape,
+kept window, adapters on or off, merged or not, the element-wise kernels), that each call's input reaches the
+static buffer, that callers get their own copy of the output, that a failed capture falls back to eager once,
+and that a replaced model drops the graphs. That the GPU replay gives bit-identical logits is measured by
+bench/profile_8b.py (`graph_equal`)."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
 from rl_dlm.models.cuda_graphs import GraphedForward
+from rl_dlm.models.elementwise import EAGER, compiled_modules
 from rl_dlm.models.policy import LoraSettings, add_lora
 from rl_dlm.sampling.semi_ar import SemiARSampler
 from tests.conftest import make_tiny_policy
@@ -227,3 +230,25 @@ def test_dual_cache_steps_replay_against_cache_buffers_kept_across_rollouts(toke
     assert kinds == ["(14, 22)", "(6, 14)", "None", "None"]
     # 4 steps per block and rollout, 2 blocks, 3 rollouts; each key's first call ran eagerly
     assert sum(g.replays for _, g in cpu_graphs) == 3 * 2 * 4 - 4
+
+
+def test_a_graph_never_replays_kernels_the_model_no_longer_runs(tokenizer, cpu_graphs):
+    """`compile_elementwise` switches the element-wise kernels of a loaded model; a graph captured before replays
+    the kernels it recorded, so the kernel set is part of every key."""
+    policy = lora_policy(tokenizer)
+    ids = torch.randint(10, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    doubled = dataclasses.replace(EAGER, name="doubled", norm=lambda x, w, eps: 2 * EAGER.norm(x, w, eps))
+
+    def switch(kernels):
+        for module in compiled_modules(policy.model):
+            module.elementwise = kernels
+
+    with torch.no_grad(), policy.inference():
+        before = [policy.logits(ids, keep=slice(4, 8)) for _ in range(3)]  # eager, captured, replayed
+        switch(doubled)
+        assert policy.kernels() == "doubled"
+        after = [policy.logits(ids, keep=slice(4, 8)) for _ in range(3)]
+        switch(EAGER)
+        again = policy.logits(ids, keep=slice(4, 8))  # the first graph, still kept
+    assert all(torch.equal(a, after[0]) for a in after) and not torch.allclose(after[2], before[2])
+    assert torch.equal(again, before[0]) and len(cpu_graphs) == 2
