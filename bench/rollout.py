@@ -26,7 +26,10 @@ with `+wide` draws its float64 Gumbel noise and
 confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
 at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
-rate measured at start-up.
+rate measured at start-up, a 14 ms burst at the card's highest clock; and `fraction_of_sustained_matmul`, over
+the same product's rate after 3 s of it, when the card draws its power limit and lowers its clock as a
+minutes-long 64-row rollout makes it do. A mode with `+graphs` also counts `graph_captures` in its timed
+rollout: 0 when the graphs' memory budget (`--graph-gib`) holds every key of a rollout.
 
 `--compare-old` also times every mode on the implementation before the exact speed-ups (bench/previous_paths.py:
 full-canvas logits, textbook RoPE / RMSNorm, the previous semi-AR step loop) and records, per mode, its tokens/s,
@@ -50,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.previous_paths import (FullLogitsPolicy, every_position, previous_paths,  # noqa: E402
                                   previous_semi_ar_sample, unfused_projections)
-from bench.stage_meter import matmul_tflops  # noqa: E402
+from bench.stage_meter import matmul_tflops, sustained_matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
 from rl_dlm.models.families import Family  # noqa: E402
@@ -265,6 +268,11 @@ def main():
     samplers = {m: make_sampler(m, **common) for m in modes}
 
     matmul = matmul_tflops(torch.device(device), size=64 if args.tiny else 8192)["tflops"]
+    sustained = sustained_matmul_tflops(torch.device(device), **({"seconds": 0.2, "size": 64} if args.tiny else {}))
+
+    def rates(flops: float, seconds: float) -> dict:
+        return {"fraction_of_matmul": round(flops / seconds / 1e12 / matmul, 3),
+                "fraction_of_sustained_matmul": round(flops / seconds / 1e12 / sustained, 3)}
     n_body, n_head = body_and_head_params(shape)
     # Warm-up: one short rollout per mode (kernel selection, allocator, +compiled's compilation), not timed.
     for m in modes:
@@ -293,14 +301,12 @@ def main():
                                           previous, graphed)
             seconds *= args.steps / args.exact_steps
             return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
-                    "fraction_of_matmul": round(flops / seconds / 1e12 / matmul, 3),
-                    "peak_memory_gib": round(peak, 2), "forwards": args.steps,
+                    **rates(flops, seconds), "peak_memory_gib": round(peak, 2), "forwards": args.steps,
                     "timed_steps": args.exact_steps}, None
         rollout, seconds, peak = timed(samplers[m], policy, prompts, mask, seeds, device, previous, graphed)
         return {"seconds": round(seconds, 2), "generated_tokens_per_s": round(args.n * args.gen / seconds, 1),
-                "fraction_of_matmul": round(flops / seconds / 1e12 / matmul, 3),
-                "peak_memory_gib": round(peak, 2), "forwards": rollout.extras.get("forwards", args.steps)}, \
-            rollout.completion_ids
+                **rates(flops, seconds), "peak_memory_gib": round(peak, 2),
+                "forwards": rollout.extras.get("forwards", args.steps)}, rollout.completion_ids
 
     results, ids = {}, {}
     for m in modes:
@@ -353,8 +359,10 @@ def main():
                "token_agreement_with_previous": "fraction of completion tokens equal to the pre-speed-up code's",
                "peak_memory_gib": "GiB (torch.cuda.max_memory_allocated)", "forwards": "model calls",
                "graph_captures": "CUDA graphs captured during the timed rollout (0: every key was kept)",
-               "fraction_of_matmul": "achieved FLOP rate (rollout_flops) / the 8192³ bf16 matmul rate"},
-        matmul_tflops=round(matmul, 1),
+               "fraction_of_matmul": "achieved FLOP rate (rollout_flops) / the 8192³ bf16 matmul rate",
+               "fraction_of_sustained_matmul": "the same / that matmul's rate after 3 s of it "
+                                               "(bench/stage_meter.py sustained_matmul_tflops)"},
+        matmul_tflops=round(matmul, 1), matmul_sustained_tflops=round(sustained, 1),
         model={"shape": "LLaDA-8B-Instruct" if not args.tiny else "tiny", "params": n_params,
                "dtype": str(next(policy.model.parameters()).dtype), "weights": "random"},
         workload={"lora_r": args.lora_r, "bf16_autocast": args.autocast, "graph_gib": policy.graphs.max_output_gib,

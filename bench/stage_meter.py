@@ -267,3 +267,23 @@ def matmul_tflops(device: torch.device, size: int = 8192, dtype=torch.bfloat16, 
     seconds = (time.perf_counter() - start) / repeats
     return {"tflops": 2 * size**3 / seconds / 1e12, "size": size, "dtype": str(dtype).replace("torch.", ""),
             "repeats": repeats, "device": str(device)}
+
+
+def sustained_matmul_tflops(device: torch.device, seconds: float = 4.0, size: int = 8192,
+                            dtype=torch.bfloat16) -> float:
+    """The size³ matrix product's rate over the last quarter of `seconds` of back-to-back products, in TFLOP/s.
+    `matmul_tflops` times a burst of ten (14 ms of an H100) at the highest clock; minutes of dense work draw
+    the card's power limit and run at a lower clock (an H100 at 700 W: 1 800 MHz typical against 1 980), so
+    this is the rate a long rollout's GEMMs can have."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    marks = [(time.perf_counter(), 0)]  # (time, products done) after each batch of 8
+    while marks[-1][0] - marks[0][0] < seconds or len(marks) < 3:
+        for _ in range(8):
+            a @ b
+        sync()
+        marks.append((time.perf_counter(), marks[-1][1] + 8))
+    t0, n0 = next(m for m in marks[1:] if m[0] - marks[0][0] >= 0.75 * seconds or m is marks[-2])
+    t1, n1 = marks[-1]
+    return 2 * size**3 * (n1 - n0) / (t1 - t0) / 1e12

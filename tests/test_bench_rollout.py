@@ -22,3 +22,5 @@ def test_baseline_modes_record_the_speed_up_and_the_same_tokens(tmp_path):
     assert metrics["dual+graphs"]["speedup_vs_wide"] > 0
     assert metrics["dual+graphs"]["token_agreement_with_wide"] == 1.0
     assert metrics["none+unfused"]["token_agreement_with_exact"] == 1.0
+    assert all(0 < m["fraction_of_sustained_matmul"] for m in metrics.values())
+    assert all(m["graph_captures"] >= 0 for k, m in metrics.items() if "graphs" in k)
