@@ -4,9 +4,11 @@ Why: at batch size 1 a LLaDA-8B denoising step is launch-bound. Its ~2 000 kerne
 adapted projection) take ~29 ms to launch for ~9 ms of GPU work (bench/RESULTS.md). A sampler forwards the same
 canvas shape with the same kept window many times (every step of a semi-AR block, every block of every later
 rollout), so each (shape, window, mode) runs eagerly once, is captured at its second call and replayed from then
-on; a shape seen once (a padded length that never recurs) costs nothing. The graph re-runs the recorded kernels on
-the recorded memory: the weights are read where they live, so optimizer steps (in place) are seen, and the
-logits are bit-identical to the eager forward's (bench/profile_8b.py checks it on the GPU, `graph_equal`).
+on; a shape seen once (a padded length that never recurs) costs nothing. The mode (`Policy.graphed`) names the
+code path: adapters on or off, merged or not, and the element-wise kernels the model runs, which
+`compile_elementwise` switches in place and a replay would not see. The graph re-runs the recorded kernels on the
+recorded memory: the weights are read where they live, so optimizer steps (in place) are seen, and the logits
+are bit-identical to the eager forward's (bench/profile_8b.py checks it on the GPU, `graph_equal`).
 
 The block-cached sampler's refreshes and window steps replay too: its KV cache is kept across rollouts
 (`GraphedForward.state`) and a refresh refills the same buffers, which the window graphs read and write.
@@ -24,8 +26,11 @@ for causal decoding.
 Memory: one shared pool (about one forward's activations) plus each key's output ([N, |keep|, V]; at most
 `max_graphs` keys and `max_output_gib` of outputs, the least recently used dropped first) and, for the block
 cache, one set of K/V buffers per canvas shape (2 × layers × N × T × d in the activation dtype: 2.6 GiB at
-LLaDA-8B, 12 rows × 456 tokens, bf16); `reset()` frees them. Anything that replaces a parameter's storage (`load_state_dict(assign=True)`, a new
-model) must call `reset()`; `Policy` does it when its model is replaced.
+LLaDA-8B, 12 rows × 456 tokens, bf16); `reset()` frees them. A rollout whose keys need more than the budget (64
+rows of the 8B model: 16 keys of 0.5 GiB) drops and re-captures some in every rollout; on an H100 that cost the
+64-row dual-cache rollout 0.8 points of the matmul rate (bench/RESULTS.md), so the budget stays. Anything that
+replaces a parameter's storage (`load_state_dict(assign=True)`, a new model) must call `reset()`; `Policy` does
+it when its model is replaced.
 
     graphs = GraphedForward()
     logits = graphs(key, forward, input_ids)   # forward(input_ids) → logits; eager, then captured and replayed
