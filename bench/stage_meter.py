@@ -273,8 +273,8 @@ def sustained_matmul_tflops(device: torch.device, seconds: float = 4.0, size: in
                             dtype=torch.bfloat16) -> float:
     """The size³ matrix product's rate over the last quarter of `seconds` of back-to-back products, in TFLOP/s.
     `matmul_tflops` times a burst of ten (14 ms of an H100) at the highest clock; minutes of dense work draw
-    the card's power limit and run at a lower clock (an H100 at 700 W: 1 800 MHz typical against 1 980), so
-    this is the rate a long rollout's GEMMs can have."""
+    the card's power limit and run at a lower clock (an H100 at 700 W: a median 1 575 to 1 800 MHz under load
+    against its 1 980), so this is the rate a long rollout's GEMMs can have."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
