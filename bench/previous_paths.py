@@ -7,7 +7,8 @@ checkpointing recomputes the forward there. Each replaced piece, as it was:
 - full-canvas logits, sliced afterwards (`FullLogitsPolicy`): now `Policy.logits(keep=...)` projects only the
   positions a sampler or the scorer reads;
 - RoPE through `rotate_half` with an fp32 copy of q and k (`rl_dlm.models.elementwise.textbook_rope`), and
-  autograd's backward of it: now written half by half into the output, with a backward of the same kind (rl_dlm/models/rope.py);
+  autograd's backward of it: now written half by half into the output, with a backward of the same kind
+  (rl_dlm/models/rope.py);
 - RMSNorm's fp32 product cast back in a separate pass (`textbook_*_norm_forward`), and autograd's backward of
   it: now rounded as it is stored, with a hand-written backward (rl_dlm/models/rms_norm.py);
 - the semi-AR step loop with a key-mask check per forward, boolean-index writes of the commit step and four

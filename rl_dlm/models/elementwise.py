@@ -36,9 +36,9 @@ Measured on one H100 (bench/RESULTS.md, "Compiled kernels with automatic-dynamic
 same run: the exact 64-row rollout 1.34× (58.7 → 78.5 % of the matmul rate), the dual-cache one with CUDA graphs
 1.27× (51.7 → 65.4 %), batch size 1 with CUDA graphs 1.33× (112.6 → 150.0 tokens/s; "The rollout targets
 again"), a 6-row checkpointed update only 1.03×, because at 6 rows the host, not the GPU, is the limit (which
-`compiled_blocks`, rl_dlm/models/compiled_blocks.py, addresses). GDPO's
-8B rollout batch took 39.9 s with the knob (48.9 s eager in an earlier run on the same kind of card). With every
-dimension symbolic (`dynamic=True`) the two rollouts had gained only 1.15× and 1.18×.
+`compiled_blocks`, rl_dlm/models/compiled_blocks.py, addresses). GDPO's 8B rollout batch took 39.9 s with the
+knob (48.9 s eager in an earlier run on the same kind of card). With every dimension symbolic (`dynamic=True`)
+the two rollouts had gained only 1.15× and 1.18×.
 
     from rl_dlm.models.elementwise import compile_elementwise
     compile_elementwise(policy.model)   # every native block and norm uses the fused kernels from now on

@@ -147,7 +147,7 @@ class Policy:
 
     def graphed(self, key, forward, *inputs: Tensor | None) -> Tensor:
         """forward(*inputs) (input ids first; a None input is passed as it is), replayed from a CUDA graph where
-        `uses_graphs`; the key adds which code path runs (adapters on or off, merged or not)."""
+        `uses_graphs`; the key adds which code path runs (adapters on or off, merged or not, `kernels()`)."""
         if not self.uses_graphs(inputs[0]):
             return forward(*inputs)
         mode = (bool(self._adapters_off), bool(self.merge_lora_for_inference), self.kernels())
