@@ -45,7 +45,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.compiled_blocks import run_blocks
 from rl_dlm.models.elementwise import EAGER
-from rl_dlm.models.fused_projections import project, project_one
+from rl_dlm.models.fused_projections import add_projection, project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.llada import kept_positions
 from rl_dlm.models.rope import query_rope, rope_cos_sin
@@ -137,8 +137,10 @@ class DreamAttention(nn.Module):
         self.v_proj = nn.Linear(d, config.num_key_value_heads * hd, bias=True)
         self.o_proj = nn.Linear(config.num_attention_heads * hd, d, bias=False)
 
-    def forward(self, h: torch.Tensor, rope, attn_mask=None, kv_cache=None, keep: slice | None = None) -> torch.Tensor:
-        """h [B, L, d] → [B, L, d], or [B, |keep|, d] for the query positions `keep` (all positions give K/V)."""
+    def forward(self, h: torch.Tensor, rope, attn_mask=None, kv_cache=None, keep: slice | None = None,
+                residual: torch.Tensor | None = None, overwrite: bool = False) -> torch.Tensor:
+        """h [B, L, d] → [B, L, d], or [B, |keep|, d] for the query positions `keep` (all positions give K/V);
+        with `residual`, residual + o_proj(.), into `residual` where `overwrite` allows (fused_projections.py)."""
         cfg = self.config
         B, L, _ = h.shape
         if keep is None:  # one GEMM where the weights are packed
@@ -159,7 +161,9 @@ class DreamAttention(nn.Module):
         att = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=False,
             dropout_p=cfg.attention_dropout if self.training else 0.0, scale=1.0 / math.sqrt(cfg.head_dim))
-        return project_one(att.transpose(1, 2).reshape(B, Lq, -1), self.o_proj)
+        att = att.transpose(1, 2).reshape(B, Lq, -1)
+        return project_one(att, self.o_proj) if residual is None else add_projection(residual, att, self.o_proj,
+                                                                                       overwrite)
 
 
 class DreamMLP(nn.Module):
@@ -172,9 +176,12 @@ class DreamMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, residual: torch.Tensor | None = None, overwrite: bool = False) -> torch.Tensor:
+        """down(SiLU(gate(h))·up(h)); with `residual`, residual + that, into `residual` where `overwrite` allows."""
         gate, up = project(h, self.gate_proj, self.up_proj)
-        return project_one(self.elementwise.silu_mul(gate, up), self.down_proj)
+        act = self.elementwise.silu_mul(gate, up)
+        return project_one(act, self.down_proj) if residual is None else add_projection(residual, act, self.down_proj,
+                                                                                          overwrite)
 
 
 class DreamDecoderLayer(GradientCheckpointingLayer):
@@ -185,11 +192,15 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         self.input_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope=None, attn_mask=None, kv_cache=None, keep: slice | None = None):
-        """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d]."""
-        att = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
-        x = (x if keep is None else x[:, keep]) + att
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x: torch.Tensor, rope=None, attn_mask=None, kv_cache=None, keep: slice | None = None,
+                overwrite: bool = False):
+        """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d].
+        overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
+        accumulated into it (fused_projections.add_projection)."""
+        x = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep,
+                           residual=x if keep is None else x[:, keep], overwrite=overwrite)
+        # x is this layer's own (a new sum, or the caller's x when it allowed overwriting)
+        return self.mlp(self.post_attention_layernorm(x), residual=x, overwrite=True)
 
 
 class DreamBaseModel(nn.Module):

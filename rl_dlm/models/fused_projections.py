@@ -25,15 +25,22 @@ What it does
     - outside autograd (rollouts, old and reference log-probs) lora_B's product is accumulated into the base
       output by its own GEMM (`addmm_`, β = 1): two passes over the output fewer per adapter.
     `project_one` gives the projections without a sibling (attention output, MLP down) the adapter path.
+    `add_projection(x, h, module, overwrite)` is a residual connection, x + module(h). Where the caller owns x
+    (`overwrite`: the blocks pass it for their own intermediate states and, through `run_blocks`, for the
+    previous block's output) and no autograd runs, the GEMM accumulates into x in place (β = 1), LoRA's lora_B
+    product after it: one pass over the [M, d] residual stream in the GEMM's epilogue instead of an add kernel's
+    three (read both, write the sum). At LLaDA-8B shape the 63 residual adds of a 64-row forward took 14.2 of its
+    646 ms on an H100 (bench/RESULTS.md, the kernel split).
 
 Exactness
     Each output element is the same dot product over d, and under autograd the LoRA terms are bit-identical to
     peft's; but a GEMM of another width may order its reduction differently, and the no-grad accumulation
-    rounds base + LoRA once instead of twice, so outputs agree to fp32 rounding in fp32 and to bf16 rounding in
-    bf16, as a change of batch size does; sampled tokens are the same unless two candidates tie within that
-    rounding. So the old log-probs (no grad) and the update's (autograd) of the same weights may differ by a
-    rounding, as they already could when their micro-batch shapes differ. tests/models/test_fused_projections.py
-    checks logits, gradients and rollouts against the modules called one by one. `fused_projections: false`
+    rounds base + LoRA once instead of twice (and `add_projection` rounds residual + base once), so outputs
+    agree to fp32 rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does; sampled tokens
+    are the same unless two candidates tie within that rounding. So the old log-probs (no grad) and the update's
+    (autograd) of the same weights may differ by a rounding, as they already could when their micro-batch shapes
+    differ. tests/models/test_fused_projections.py checks logits, gradients and rollouts against the modules
+    called one by one, and the in-place residual against the add. `fused_projections: false`
     (RLConfig) or `unfuse_projections(model)` gives back that path bit for bit (the structural fingerprint of the
     six algorithms before fusion, bench/structural_fingerprint.py with `fused_projections=false`).
 
@@ -44,6 +51,7 @@ separately.
     fuse_projections(model)                       # once, after loading onto its device, before or after LoRA
     q, k, v = project(h, block.q_proj, block.k_proj, block.v_proj)
     out = project_one(att, block.attn_out)
+    x = add_projection(x, act, block.ff_out, overwrite=True)   # x + ff_out(act), into x where no autograd runs
 """
 from __future__ import annotations
 
@@ -53,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fuse_projections", "project", "project_one", "unfuse_projections"]
+__all__ = ["add_projection", "fuse_projections", "project", "project_one", "unfuse_projections"]
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -236,3 +244,19 @@ def project_one(h: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """module(h) for a projection outside any group (attention output, MLP down), with its LoRA adapters added
     as `project` adds them."""
     return project(h, module)[0]
+
+
+def add_projection(x: torch.Tensor, h: torch.Tensor, module: nn.Module, overwrite: bool = False) -> torch.Tensor:
+    """x + module(h), a residual connection. With `overwrite` (x is the caller's own and nothing reads it
+    afterwards) and without autograd, accumulated into x in place by the GEMM (β = 1) where that is the same
+    computation: a fused-marked projection without bias or hooks, x a contiguous matrix of the GEMM's dtype.
+    Otherwise x is left alone and the sum is a new tensor, as before."""
+    base = _base(module)
+    if not overwrite or torch.is_grad_enabled() or not getattr(base, FUSED, False) or base.bias is not None:
+        return x + project_one(h, module)
+    terms = _adapter_terms(module)
+    if (terms is None or _hooked(module) or _hooked(base) or not x.is_contiguous()
+            or not x.dtype == h.dtype == base.weight.dtype):
+        return x + project_one(h, module)
+    x.view(-1, x.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), base.weight.t())
+    return _with_adapters(module, x, h, terms)

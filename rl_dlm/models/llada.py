@@ -59,7 +59,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from rl_dlm.models.compiled_blocks import run_blocks
 from rl_dlm.models.elementwise import EAGER
-from rl_dlm.models.fused_projections import project, project_one
+from rl_dlm.models.fused_projections import add_projection, project, project_one
 from rl_dlm.models.key_mask import key_mask_4d
 from rl_dlm.models.rope import query_rope, rope_cos_sin
 
@@ -210,9 +210,11 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.residual_dropout)
 
     def attention(self, h: torch.Tensor, rope=None, attn_mask: torch.Tensor | None = None,
-                  kv_cache=None, keep: slice | None = None) -> torch.Tensor:
+                  kv_cache=None, keep: slice | None = None, residual: torch.Tensor | None = None,
+                  overwrite: bool = False) -> torch.Tensor:
         """Non-causal self-attention of the normed states h [B, L, d]; returns attn_out(.) [B, L, d], or
-        [B, |keep|, d] for the query positions `keep` (every position still supplies keys and values)."""
+        [B, |keep|, d] for the query positions `keep` (every position still supplies keys and values); with
+        `residual`, residual + attn_out(.), into `residual` where `overwrite` allows (fused_projections.py)."""
         cfg = self.config
         B, L, _ = h.shape
         if keep is None:  # one GEMM where the weights are packed (rl_dlm/models/fused_projections.py)
@@ -235,16 +237,27 @@ class LLaDABlock(GradientCheckpointingLayer):
             q, k, v, attn_mask=attn_mask, is_causal=False,
             dropout_p=cfg.attention_dropout if self.training else 0.0, scale=1.0 / math.sqrt(cfg.head_dim),
         )
-        return project_one(att.transpose(1, 2).reshape(B, Lq, cfg.d_model), self.attn_out)
+        att = att.transpose(1, 2).reshape(B, Lq, cfg.d_model)
+        if residual is None:
+            return project_one(att, self.attn_out)
+        return add_projection(residual, att, self.attn_out, overwrite)
 
     def forward(self, x: torch.Tensor, rope=None, attn_mask: torch.Tensor | None = None, kv_cache=None,
-                keep: slice | None = None) -> torch.Tensor:
-        """keep: the positions whose output is used (the last block before a sliced LM head) → [B, |keep|, d]."""
-        att = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
-        x = (x if keep is None else x[:, keep]) + self.dropout(att)
-        h = self.ff_norm(x)
-        gate, up = project(h, self.ff_proj, self.up_proj)
-        return x + self.dropout(project_one(self.elementwise.silu_mul(gate, up), self.ff_out))
+                keep: slice | None = None, overwrite: bool = False) -> torch.Tensor:
+        """keep: the positions whose output is used (the last block before a sliced LM head) → [B, |keep|, d].
+        overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
+        accumulated into it (fused_projections.add_projection)."""
+        x_in = x if keep is None else x[:, keep]
+        if self.training and self.dropout.p > 0:  # dropout of each branch before its residual add
+            att = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
+            x = x_in + self.dropout(att)
+            gate, up = project(self.ff_norm(x), self.ff_proj, self.up_proj)
+            return x + self.dropout(project_one(self.elementwise.silu_mul(gate, up), self.ff_out))
+        x = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep,
+                           residual=x_in, overwrite=overwrite)
+        gate, up = project(self.ff_norm(x), self.ff_proj, self.up_proj)
+        # x is this block's own (a new sum, or the caller's x when it allowed overwriting)
+        return add_projection(x, self.elementwise.silu_mul(gate, up), self.ff_out, overwrite=True)
 
 
 class LLaDAModel(nn.Module):

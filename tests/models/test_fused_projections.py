@@ -368,3 +368,73 @@ def test_bf16_rollout_under_autocast_as_the_trainer_runs_it(tokenizer):
                 logits.append(policy.logits(canvas, canvas_mask))
     assert torch.equal(*runs)
     torch.testing.assert_close(logits[0].float(), logits[1].float(), atol=5e-2, rtol=2e-2)
+
+
+def test_residual_sum_accumulates_into_its_input_only_where_allowed(linear_calls):
+    """add_projection: x + module(h), written into x by the GEMM (β = 1), LoRA's lora_B after it, only with
+    `overwrite` and outside autograd, of a projection without bias (attn_out, ff_out, o_proj, down_proj);
+    elsewhere x is left as it was."""
+    from rl_dlm.models.fused_projections import add_projection
+
+    layer = adapted_single_projection(8)
+    x0, h = torch.randn(3, 7, 48), torch.randn(3, 7, D)
+    with torch.no_grad():
+        x = x0.clone()
+        biased = add_projection(x, h, layer, overwrite=True)
+        assert torch.equal(x, x0)
+        torch.testing.assert_close(biased, x0 + layer(h), **FP32)
+        layer.base_layer.bias = None
+        want = x0 + layer(h)
+        linear_calls.clear()
+        got = add_projection(x, h, layer, overwrite=True)
+    assert got.data_ptr() == x.data_ptr() and linear_calls == [4]  # lora_A only: base and lora_B are addmm_
+    torch.testing.assert_close(got, want, **FP32)
+    for overwrite, grad in ((False, False), (True, True)):
+        x = x0.clone()
+        with torch.set_grad_enabled(grad):
+            got = add_projection(x, h, layer, overwrite=overwrite)
+        assert torch.equal(x, x0) and got.data_ptr() != x.data_ptr() and got.requires_grad == grad
+        torch.testing.assert_close(got.detach(), want, **FP32)
+
+
+@pytest.fixture
+def inplace_sums(monkeypatch):
+    """How many times a residual sum was accumulated in place (Tensor.addmm_ with β = 1 and α = 1)."""
+    count, real = [0], torch.Tensor.addmm_
+
+    def counted(self, a, b, *, beta=1, alpha=1):
+        count[0] += alpha == 1
+        return real(self, a, b, beta=beta, alpha=alpha)
+
+    monkeypatch.setattr(torch.Tensor, "addmm_", counted)
+    return count
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_blocks_accumulate_residuals_in_place_and_keep_the_callers_embeddings(inplace_sums, family):
+    """Without autograd every residual sum but the first block's attention one (its input is the caller's) goes
+    into the block's input; bf16 logits equal the unfused path's (separate adds) to bf16 rounding; the caller's
+    `inputs_embeds` and kept hidden states are not written."""
+    from rl_dlm.models.fused_projections import unfuse_projections
+
+    torch.manual_seed(0)
+    model = (llada() if family == "llada" else DreamModel(tiny_dream_config()).eval()).to(torch.bfloat16)
+    ref = copy.deepcopy(model)
+    fuse_projections(model)
+    unfuse_projections(ref)
+    ids = torch.randint(0, 120, (2, 12))
+    embeds = model.get_input_embeddings()(ids).detach()
+    kept = embeds.clone()
+    n_blocks = 2
+    with torch.no_grad():
+        got = model(inputs_embeds=embeds).logits
+        assert inplace_sums[0] == 2 * n_blocks - 1 and torch.equal(embeds, kept)
+        want = ref(inputs_embeds=embeds).logits
+        assert inplace_sums[0] == 2 * n_blocks - 1  # the unfused path adds as before
+        torch.testing.assert_close(got.float(), want.float(), atol=5e-2, rtol=2e-2)
+        states = model(ids, output_hidden_states=True).hidden_states
+        assert inplace_sums[0] == 3 * n_blocks - 1  # only the MLP sums, into each block's own intermediate
+        torch.testing.assert_close(states[1].float(), ref(ids, output_hidden_states=True).hidden_states[1].float(),
+                                   atol=5e-2, rtol=2e-2)
+    model(ids).logits.float().sum().backward()
+    assert inplace_sums[0] == 3 * n_blocks - 1  # none under autograd
