@@ -16,6 +16,15 @@
 #   bash bench/device_plan.sh 5   # the block's four GEMMs alone at 456 to 29 184 rows, cuBLAS against Inductor's
 #                                 # autotuned ones (bench/gemm_shapes.py: what batch size 1 can reach), then the
 #                                 # kernel split (bench/profile_8b.py), the update with compiled_blocks last
+#   bash bench/device_plan.sh 6   # the three rollouts against residual sums as separate add kernels (+adds), in
+#                                 # one run: exact 64 rows, dual cache 64 rows, batch size 1, all +compiled
+#   LIMIT=1500 bash bench/device_plan.sh 7   # the six papers' algorithms in one bench/rl_step.py run with
+#                                 # compiled_blocks; longer than one device command, so start it in its own
+#                                 # process session and wait for it over two commands:
+#       setsid nohup bash -c 'LIMIT=1500 OUT=/tmp/plan7 bash bench/device_plan.sh 7 >/tmp/plan7.log 2>&1;
+#           touch /tmp/plan7.done' >/dev/null 2>&1 &
+#       while [ ! -e /tmp/plan7.done ] && [ $SECONDS -lt 570 ]; do sleep 5; done   # in each command
+#       cp -r /tmp/plan7 /tmp/plan7.log $OUT/   # once /tmp/plan7.done exists
 #   DRY_RUN=1 bash bench/device_plan.sh 1   # print the commands only
 #
 # Each command gets the part's remaining time (LIMIT, 570 s, minus what ran before) and writes under
@@ -26,7 +35,7 @@
 # docs/performance.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: bash bench/device_plan.sh 1|2|3|4|5}
+PART=${1:?usage: bash bench/device_plan.sh 1|2|3|4|5|6|7}
 OUT=${OUT:-/tmp/device_plan}
 LIMIT=${LIMIT:-570}
 if [ -z "${DRY_RUN:-}" ]; then
@@ -86,8 +95,17 @@ case $PART in
     run gemm python3 bench/gemm_shapes.py
     run profile python3 bench/profile_8b.py --skip-unfused
     ;;
+6)
+    run exact64 python3 bench/rollout.py --n 64 --modes none,none+compiled,none+compiled+adds --exact-steps 16
+    run dual python3 bench/rollout.py --n 64 --modes dual+graphs+compiled,dual+graphs+compiled+adds
+    run bs1 python3 bench/rollout.py --n 1 --modes none+graphs+compiled,none+graphs+compiled+adds
+    ;;
+7)
+    run rl6 python3 bench/rl_step.py --algos diffu_grpo,gdpo,coupled_grpo,cj_grpo,mdpo,igpo \
+        --set compiled_blocks=true --time-budget-s $((LIMIT - 60))
+    ;;
 *)
-    echo "unknown part $PART: expected 1 to 5" >&2
+    echo "unknown part $PART: expected 1 to 7" >&2
     exit 2
     ;;
 esac

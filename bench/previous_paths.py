@@ -17,6 +17,8 @@ checkpointing recomputes the forward there. Each replaced piece, as it was:
   it): now skipped where autocast undoes it;
 - one GEMM per projection and peft's own LoRA forward (`unfused_projections`, and `previous_paths(policy)`):
   now q/k/v and gate/up run as one GEMM each and LoRA takes fewer passes (rl_dlm/models/fused_projections.py);
+- residual sums as their own add kernels (`separate_residual_adds`): now, without autograd, accumulated into the
+  block's input by the output projection's GEMM (`rl_dlm.models.fused_projections.add_projection`);
 - float64 Gumbel draws and confidences at every position of the window (`every_position`): now at the still
   masked positions only (`rl_dlm.sampling.semi_ar.masked_positions`), and MaskGIT's and the full-diffusion
   sampler's logits of the completion only (full-canvas logits: `FullLogitsPolicy`).
@@ -32,6 +34,7 @@ import torch
 from torch import Tensor
 
 import rl_dlm.models.dream as dream_module
+import rl_dlm.models.fused_projections as fused_projections_module
 import rl_dlm.models.llada as llada_module
 import rl_dlm.models.policy as policy_module
 import rl_dlm.sampling.cached as cached_module
@@ -85,6 +88,25 @@ def unfused_projections(policy):
     finally:
         policy.graphs.reset()
         fuse_projections(policy.model)
+
+
+@contextlib.contextmanager
+def separate_residual_adds():
+    """The native blocks add each residual branch with an add kernel, as before `add_projection` accumulated it
+    into the block's input (restored on exit). The policy's CUDA graphs must be dropped around it (they replay
+    whichever path they captured)."""
+    real = fused_projections_module.add_projection
+
+    def separate(x, h, module, overwrite=False):
+        return real(x, h, module, overwrite=False)
+
+    for m in (llada_module, dream_module):
+        m.add_projection = separate
+    try:
+        yield
+    finally:
+        for m in (llada_module, dream_module):
+            m.add_projection = real
 
 
 @contextlib.contextmanager

@@ -25,6 +25,9 @@ records `speedup_of_compiled` and `token_agreement_without_compiled` against the
 with `+wide` draws its float64 Gumbel noise and
 confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
 at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
+A mode with `+adds` adds each residual branch with its own kernel, as before the blocks accumulated it in the
+output projection's GEMM outside autograd (`rl_dlm.models.fused_projections.add_projection`): `speedup_vs_adds`
+and `token_agreement_with_adds` (bf16 rounds the sum once instead of twice, so near-ties may flip).
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
 rate measured at start-up, a 14 ms burst at the card's highest clock; and `fraction_of_sustained_matmul`, over
 the same product's rate after 3 s of it, when the card draws its power limit and lowers its clock as a
@@ -52,7 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.previous_paths import (FullLogitsPolicy, every_position, previous_paths,  # noqa: E402
-                                  previous_semi_ar_sample, unfused_projections)
+                                  previous_semi_ar_sample, separate_residual_adds, unfused_projections)
 from bench.stage_meter import matmul_tflops, sustained_matmul_tflops  # noqa: E402
 from bench.record import write_record  # noqa: E402
 from rl_dlm.models.elementwise import compile_elementwise  # noqa: E402
@@ -167,7 +170,7 @@ def timed_partial(sampler, policy, prompts, mask, seeds, device, limit: int, pre
     return seconds, peak
 
 
-BASELINES = ("unfused", "wide")  # suffixes that run the code an exact speed-up replaced, to compare in one run
+BASELINES = ("unfused", "wide", "adds")  # suffixes that run the code an exact speed-up replaced, to compare in one run
 OPTIONS = ("compiled",)  # suffixes that turn on an opt-in speed-up (compiled_elementwise), to compare in one run
 
 
@@ -176,18 +179,21 @@ def mode_parts(mode: str) -> tuple[str, set[str]]:
     sampler, *flags = mode.split("+")
     unknown = set(flags) - {"graphs", *BASELINES, *OPTIONS}
     if unknown:
-        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused, +wide "
-                         "and/or +compiled")
+        raise ValueError(f"mode {mode!r}: unknown suffix {sorted(unknown)}; expected +graphs, +unfused, +wide, "
+                         "+adds and/or +compiled")
     return sampler, set(flags)
 
 
 @contextlib.contextmanager
 def mode_code(policy, flags: set[str]):
-    """The code before fused projections (+unfused) and before masked-only draws (+wide), and the compiled
-    element-wise kernels (+compiled, rl_dlm/models/elementwise.py), as the flags ask."""
+    """The code before fused projections (+unfused), before masked-only draws (+wide) and before residual sums
+    in the GEMM (+adds), and the compiled element-wise kernels (+compiled, rl_dlm/models/elementwise.py), as the
+    flags ask."""
     with contextlib.ExitStack() as stack:
         if "unfused" in flags:
             stack.enter_context(unfused_projections(policy))
+        if "adds" in flags:
+            stack.enter_context(separate_residual_adds())
         if "wide" in flags:
             stack.enter_context(every_position())
         if "compiled" in flags:
