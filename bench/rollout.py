@@ -108,11 +108,8 @@ def sample_fn(sampler, previous: bool):
 
 @contextlib.contextmanager
 def graphs(policy, on: bool):
-    """Inside `Policy.inference()` with `cuda_graphs` on (the trainer's rollouts), or eager as before."""
-    if not on:
-        yield
-        return
-    policy.cuda_graphs = True
+    """Inside `Policy.inference()`, as the trainer's rollouts run, with `cuda_graphs` on or off."""
+    policy.cuda_graphs = on
     try:
         with policy.inference():
             yield

@@ -69,9 +69,10 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, rope, attn_mask, kv_ca
     """x [B, L, d] through every block; the last block runs only the query positions `last_keep` (→ [B, |keep|,
     d]). `hidden_states`, when a list, receives each block's input. `block_call` (the model's
     `compiled_block_call`) runs the passes that compile once for all blocks (under autograd, without a KV cache
-    or kept queries); None runs every block eagerly. Without autograd, a block may accumulate its residual sums
-    into its input (`overwrite`, rl_dlm/models/fused_projections.py) where that input is an earlier block's
-    output that nothing else reads: not the first block's (the caller's embeddings), nor a kept hidden state."""
+    or kept queries); None runs every block eagerly. In a rollout's forward a block may accumulate its residual
+    sums into its input (`overwrite`, rl_dlm/models/fused_projections.py `add_projection`) where that input is an
+    earlier block's output that nothing else reads: not the first block's (the caller's embeddings), nor a kept
+    hidden state."""
     grad = torch.is_grad_enabled()
     compiling = block_call is not None and kv_cache is None and grad
     for i, block in enumerate(blocks):

@@ -197,8 +197,12 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d].
         overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
         accumulated into it (fused_projections.add_projection)."""
-        x = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep,
-                           residual=x if keep is None else x[:, keep], overwrite=overwrite)
+        if keep is not None:  # kept queries: the slice taken after attention, as before (autograd's order of
+            att = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
+            x = x[:, keep] + att  # summing x's gradients follows it); a strided slice takes no in-place sum
+        else:
+            x = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache,
+                               residual=x, overwrite=overwrite)
         # x is this layer's own (a new sum, or the caller's x when it allowed overwriting)
         return self.mlp(self.post_attention_layernorm(x), residual=x, overwrite=True)
 

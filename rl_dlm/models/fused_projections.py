@@ -27,17 +27,20 @@ What it does
     `project_one` gives the projections without a sibling (attention output, MLP down) the adapter path.
     `add_projection(x, h, module, overwrite)` is a residual connection, x + module(h). Where the caller owns x
     (`overwrite`: the blocks pass it for their own intermediate states and, through `run_blocks`, for the
-    previous block's output) and no autograd runs, the GEMM accumulates into x in place (β = 1), LoRA's lora_B
-    product after it: one pass over the [M, d] residual stream in the GEMM's epilogue instead of an add kernel's
-    three (read both, write the sum). At LLaDA-8B shape the 63 residual adds of a 64-row forward took 14.2 of its
-    646 ms on an H100 (bench/RESULTS.md, the kernel split).
+    previous block's output), no autograd runs and the forward is a rollout's (inside `residual_sums_in_place()`,
+    which `Policy.inference()` enters), the GEMM accumulates into x in place (β = 1), LoRA's lora_B product after
+    it: one pass over the [M, d] residual stream in the GEMM's epilogue instead of an add kernel's three (read
+    both, write the sum). At LLaDA-8B shape the 63 residual adds of a 64-row forward took 14.2 of its 646 ms on
+    an H100 (bench/RESULTS.md, the kernel split). Scoring passes (old and reference log-probs) keep the adds:
+    the old log-probs must equal the update's own (autograd) forward bit for bit, so that the importance ratio
+    is exactly 1 at each rollout's first inner step (tests/test_ratio_first_step.py).
 
 Exactness
     Each output element is the same dot product over d, and under autograd the LoRA terms are bit-identical to
     peft's; but a GEMM of another width may order its reduction differently, and the no-grad accumulation
-    rounds base + LoRA once instead of twice (and `add_projection` rounds residual + base once), so outputs
-    agree to fp32 rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does; sampled tokens
-    are the same unless two candidates tie within that rounding. So the old log-probs (no grad) and the update's
+    rounds base + LoRA once instead of twice (and a rollout's `add_projection` rounds residual + base once), so
+    outputs agree to fp32 rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does; sampled
+    tokens are the same unless two candidates tie within that rounding. So the old log-probs (no grad) and the update's
     (autograd) of the same weights may differ by a rounding, as they already could when their micro-batch shapes
     differ. tests/models/test_fused_projections.py checks logits, gradients and rollouts against the modules
     called one by one, and the in-place residual against the add. `fused_projections: false`
@@ -55,13 +58,15 @@ separately.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["add_projection", "fuse_projections", "project", "project_one", "unfuse_projections"]
+__all__ = ["add_projection", "fuse_projections", "project", "project_one", "residual_sums_in_place",
+           "residuals_in_place", "unfuse_projections"]
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -246,13 +251,34 @@ def project_one(h: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return project(h, module)[0]
 
 
+_in_place_depth = 0  # how many `residual_sums_in_place()` are open (a plain global: torch.compile reads it)
+
+
+@contextlib.contextmanager
+def residual_sums_in_place():
+    """Inside: the native blocks' forwards without autograd accumulate residual sums into their inputs
+    (`add_projection`). `Policy.inference()` (rollouts, evaluation) enters it."""
+    global _in_place_depth
+    _in_place_depth += 1
+    try:
+        yield
+    finally:
+        _in_place_depth -= 1
+
+
+def residuals_in_place() -> bool:
+    """Whether a forward without autograd may accumulate its residual sums in place (`residual_sums_in_place`)."""
+    return _in_place_depth > 0
+
+
 def add_projection(x: torch.Tensor, h: torch.Tensor, module: nn.Module, overwrite: bool = False) -> torch.Tensor:
     """x + module(h), a residual connection. With `overwrite` (x is the caller's own and nothing reads it
-    afterwards) and without autograd, accumulated into x in place by the GEMM (β = 1) where that is the same
-    computation: a fused-marked projection without bias or hooks, x a contiguous matrix of the GEMM's dtype.
-    Otherwise x is left alone and the sum is a new tensor, as before."""
+    afterwards), inside `residual_sums_in_place()` and without autograd, accumulated into x in place by the GEMM
+    (β = 1) where that is the same computation: a fused-marked projection without bias or hooks, x a contiguous
+    matrix of the GEMM's dtype. Otherwise x is left alone and the sum is a new tensor, as before."""
     base = _base(module)
-    if not overwrite or torch.is_grad_enabled() or not getattr(base, FUSED, False) or base.bias is not None:
+    if (not overwrite or torch.is_grad_enabled() or not residuals_in_place() or not getattr(base, FUSED, False)
+            or base.bias is not None):
         return x + project_one(h, module)
     terms = _adapter_terms(module)
     if (terms is None or _hooked(module) or _hooked(base) or not x.is_contiguous()

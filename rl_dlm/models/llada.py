@@ -247,14 +247,15 @@ class LLaDABlock(GradientCheckpointingLayer):
         """keep: the positions whose output is used (the last block before a sliced LM head) → [B, |keep|, d].
         overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
         accumulated into it (fused_projections.add_projection)."""
-        x_in = x if keep is None else x[:, keep]
-        if self.training and self.dropout.p > 0:  # dropout of each branch before its residual add
+        if keep is not None or (self.training and self.dropout.p > 0):
+            # kept queries (a strided slice: no in-place sum), or dropout of each branch before its sum. The
+            # slice is taken after attention, as before: autograd's order of summing x's gradients follows it.
             att = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
-            x = x_in + self.dropout(att)
+            x = (x if keep is None else x[:, keep]) + self.dropout(att)
             gate, up = project(self.ff_norm(x), self.ff_proj, self.up_proj)
             return x + self.dropout(project_one(self.elementwise.silu_mul(gate, up), self.ff_out))
-        x = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep,
-                           residual=x_in, overwrite=overwrite)
+        x = self.attention(self.attn_norm(x), rope=rope, attn_mask=attn_mask, kv_cache=kv_cache,
+                           residual=x, overwrite=overwrite)
         gate, up = project(self.ff_norm(x), self.ff_proj, self.up_proj)
         # x is this block's own (a new sum, or the caller's x when it allowed overwriting)
         return add_projection(x, self.elementwise.silu_mul(gate, up), self.ff_out, overwrite=True)

@@ -37,7 +37,7 @@ from rl_dlm.models.cuda_graphs import GraphedForward
 from rl_dlm.models.families import Family, FamilySpec, check_family, family_of, probe_alignment, spec_from_config
 from rl_dlm.models.compiled_blocks import compile_blocks
 from rl_dlm.models.elementwise import check_compilable, compile_elementwise, compiled_modules
-from rl_dlm.models.fused_projections import fuse_projections
+from rl_dlm.models.fused_projections import fuse_projections, residual_sums_in_place
 from rl_dlm.models.lora_casts import lora_input_casts_skipped_if_redundant
 
 __all__ = ["Family", "LoraSettings", "Policy", "add_lora", "disable_dropout", "family_of", "load_policy"]
@@ -161,25 +161,27 @@ class Policy:
 
     @contextlib.contextmanager
     def inference(self):
-        """Rollouts and evaluation. With `merge_lora_for_inference`, the LoRA update is folded into the base
-        weights while sampling (no adapter matmuls at each denoising step) and the base weights are restored
+        """Rollouts and evaluation; their forwards accumulate residual sums in place (`residual_sums_in_place`,
+        rl_dlm/models/fused_projections.py). With `merge_lora_for_inference`, the LoRA update is folded into the
+        base weights while sampling (no adapter matmuls at each denoising step) and the base weights are restored
         bit for bit afterwards, so training and resumption never see merge/unmerge rounding drift. It costs a
         copy of the adapted weights, so it is meant for small models on one process."""
         self._sampling += 1
         try:
-            if not self.merge_lora_for_inference or not hasattr(self.model, "merge_adapter"):
-                yield self
-                return
-            saved = {n: p.detach().clone() for n, p in self.model.named_parameters() if ".base_layer." in n}
-            self.model.merge_adapter()
-            try:
-                yield self
-            finally:
-                self.model.unmerge_adapter()
-                with torch.no_grad():
-                    for n, p in self.model.named_parameters():
-                        if n in saved:
-                            p.copy_(saved[n])
+            with residual_sums_in_place():  # rl_dlm/models/fused_projections.py: scoring passes keep their adds
+                if not self.merge_lora_for_inference or not hasattr(self.model, "merge_adapter"):
+                    yield self
+                    return
+                saved = {n: p.detach().clone() for n, p in self.model.named_parameters() if ".base_layer." in n}
+                self.model.merge_adapter()
+                try:
+                    yield self
+                finally:
+                    self.model.unmerge_adapter()
+                    with torch.no_grad():
+                        for n, p in self.model.named_parameters():
+                            if n in saved:
+                                p.copy_(saved[n])
         finally:
             self._sampling -= 1
 

@@ -4,6 +4,7 @@ docstring says so, to rounding elsewhere), and the module-by-module path whereve
 (trainable base weights, weights moved apart, hooks, DoRA, `fused_projections: false`)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -372,13 +373,13 @@ def test_bf16_rollout_under_autocast_as_the_trainer_runs_it(tokenizer):
 
 def test_residual_sum_accumulates_into_its_input_only_where_allowed(linear_calls):
     """add_projection: x + module(h), written into x by the GEMM (β = 1), LoRA's lora_B after it, only with
-    `overwrite` and outside autograd, of a projection without bias (attn_out, ff_out, o_proj, down_proj);
-    elsewhere x is left as it was."""
-    from rl_dlm.models.fused_projections import add_projection
+    `overwrite`, in a rollout's forward (`residual_sums_in_place`) and outside autograd, of a projection without
+    bias (attn_out, ff_out, o_proj, down_proj); elsewhere x is left as it was."""
+    from rl_dlm.models.fused_projections import add_projection, residual_sums_in_place
 
     layer = adapted_single_projection(8)
     x0, h = torch.randn(3, 7, 48), torch.randn(3, 7, D)
-    with torch.no_grad():
+    with torch.no_grad(), residual_sums_in_place():
         x = x0.clone()
         biased = add_projection(x, h, layer, overwrite=True)
         assert torch.equal(x, x0)
@@ -389,9 +390,9 @@ def test_residual_sum_accumulates_into_its_input_only_where_allowed(linear_calls
         got = add_projection(x, h, layer, overwrite=True)
     assert got.data_ptr() == x.data_ptr() and linear_calls == [4]  # lora_A only: base and lora_B are addmm_
     torch.testing.assert_close(got, want, **FP32)
-    for overwrite, grad in ((False, False), (True, True)):
+    for overwrite, grad, rollout in ((False, False, True), (True, True, True), (True, False, False)):
         x = x0.clone()
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), residual_sums_in_place() if rollout else contextlib.nullcontext():
             got = add_projection(x, h, layer, overwrite=overwrite)
         assert torch.equal(x, x0) and got.data_ptr() != x.data_ptr() and got.requires_grad == grad
         torch.testing.assert_close(got.detach(), want, **FP32)
@@ -412,10 +413,11 @@ def inplace_sums(monkeypatch):
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_blocks_accumulate_residuals_in_place_and_keep_the_callers_embeddings(inplace_sums, family):
-    """Without autograd every residual sum but the first block's attention one (its input is the caller's) goes
-    into the block's input; bf16 logits equal the unfused path's (separate adds) to bf16 rounding; the caller's
-    `inputs_embeds` and kept hidden states are not written."""
-    from rl_dlm.models.fused_projections import unfuse_projections
+    """In a rollout's forward every residual sum but the first block's attention one (its input is the caller's)
+    goes into the block's input; bf16 logits equal the unfused path's (separate adds) to bf16 rounding; the
+    caller's `inputs_embeds` and kept hidden states are not written; scoring passes (no `residual_sums_in_place`)
+    and autograd keep the adds."""
+    from rl_dlm.models.fused_projections import residual_sums_in_place, unfuse_projections
 
     torch.manual_seed(0)
     model = (llada() if family == "llada" else DreamModel(tiny_dream_config()).eval()).to(torch.bfloat16)
@@ -427,8 +429,12 @@ def test_blocks_accumulate_residuals_in_place_and_keep_the_callers_embeddings(in
     kept = embeds.clone()
     n_blocks = 2
     with torch.no_grad():
+        scored = model(inputs_embeds=embeds).logits
+        assert inplace_sums[0] == 0
+    with torch.no_grad(), residual_sums_in_place():
         got = model(inputs_embeds=embeds).logits
         assert inplace_sums[0] == 2 * n_blocks - 1 and torch.equal(embeds, kept)
+        torch.testing.assert_close(got.float(), scored.float(), atol=5e-2, rtol=2e-2)
         want = ref(inputs_embeds=embeds).logits
         assert inplace_sums[0] == 2 * n_blocks - 1  # the unfused path adds as before
         torch.testing.assert_close(got.float(), want.float(), atol=5e-2, rtol=2e-2)
@@ -438,3 +444,17 @@ def test_blocks_accumulate_residuals_in_place_and_keep_the_callers_embeddings(in
                                    atol=5e-2, rtol=2e-2)
     model(ids).logits.float().sum().backward()
     assert inplace_sums[0] == 3 * n_blocks - 1  # none under autograd
+
+
+def test_rollouts_and_only_rollouts_sum_residuals_in_place(tokenizer):
+    """`Policy.inference()` (rollouts, evaluation) enters `residual_sums_in_place`; nothing else does."""
+    from rl_dlm.models.fused_projections import residuals_in_place
+    from tests.conftest import make_tiny_policy
+
+    policy = make_tiny_policy(tokenizer)
+    assert not residuals_in_place()
+    with policy.inference():
+        assert residuals_in_place()
+        with policy.reference():
+            assert residuals_in_place()
+    assert not residuals_in_place()
