@@ -31,21 +31,26 @@ What it does
     which `Policy.inference()` enters), the GEMM accumulates into x in place (β = 1), LoRA's lora_B product after
     it: one pass over the [M, d] residual stream in the GEMM's epilogue instead of an add kernel's three (read
     both, write the sum). At LLaDA-8B shape the 63 residual adds of a 64-row forward took 14.2 of its 646 ms on
-    an H100 (bench/RESULTS.md, the kernel split). Scoring passes (old and reference log-probs) keep the adds:
-    the old log-probs must equal the update's own (autograd) forward bit for bit, so that the importance ratio
-    is exactly 1 at each rollout's first inner step (tests/test_ratio_first_step.py).
+    an H100; with the sums in the GEMM the exact 64-row rollout ran 1.02× faster, at 81.0 % of the matmul rate
+    (bench/RESULTS.md, "Residual sums in the output projections' GEMM"). Scoring passes (old and reference
+    log-probs) keep the adds: the old log-probs must equal the update's own (autograd) forward bit for bit, so
+    that the importance ratio is exactly 1 at each rollout's first inner step (tests/test_ratio_first_step.py).
+    A block running only kept queries (the last, before a sliced LM head) keeps the adds too: its input is a
+    strided slice.
 
 Exactness
     Each output element is the same dot product over d, and under autograd the LoRA terms are bit-identical to
     peft's; but a GEMM of another width may order its reduction differently, and the no-grad accumulation
     rounds base + LoRA once instead of twice (and a rollout's `add_projection` rounds residual + base once), so
     outputs agree to fp32 rounding in fp32 and to bf16 rounding in bf16, as a change of batch size does; sampled
-    tokens are the same unless two candidates tie within that rounding. So the old log-probs (no grad) and the update's
-    (autograd) of the same weights may differ by a rounding, as they already could when their micro-batch shapes
-    differ. tests/models/test_fused_projections.py checks logits, gradients and rollouts against the modules
-    called one by one, and the in-place residual against the add. `fused_projections: false`
-    (RLConfig) or `unfuse_projections(model)` gives back that path bit for bit (the structural fingerprint of the
-    six algorithms before fusion, bench/structural_fingerprint.py with `fused_projections=false`).
+    tokens are the same unless two candidates tie within that rounding. So the old log-probs (no grad) and the
+    update's (autograd) of the same weights may differ by a rounding, as they already could when their
+    micro-batch shapes differ. What a rollout records from its logits (MDPO's confidences, which weight its
+    objective) moves by that rounding too. tests/models/test_fused_projections.py checks logits, gradients and
+    rollouts against the modules called one by one, and the in-place residual against the add.
+    `fused_projections: false` (RLConfig) or `unfuse_projections(model)` gives back that path bit for bit (the
+    structural fingerprint of the six algorithms before fusion, bench/structural_fingerprint.py with
+    `fused_projections=false`).
 
 Why our own code: transformers fuses projections only in checkpoints that ship fused weights (Phi-3, GPT-2)
 and peft adapts fused layers only as one module; LLaDA and Dream ship separate projections that users target
