@@ -197,9 +197,11 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d].
         overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
         accumulated into it (fused_projections.add_projection)."""
-        if keep is not None:  # kept queries: the slice taken after attention, as before (autograd's order of
+        if keep is not None:
+            # kept queries (a strided slice: no in-place sum). The slice is taken after attention, as before:
+            # autograd's order of summing x's gradients follows it.
             att = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache, keep=keep)
-            x = x[:, keep] + att  # summing x's gradients follows it); a strided slice takes no in-place sum
+            x = x[:, keep] + att
         else:
             x = self.self_attn(self.input_layernorm(x), rope, attn_mask=attn_mask, kv_cache=kv_cache,
                                residual=x, overwrite=overwrite)
