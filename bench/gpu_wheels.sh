@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Wheels that bench/rl_step.py (and rl-dlm train) needs on the GPU image, which has torch, transformers, peft,
 # accelerate, safetensors, tokenizers and tqdm but not hydra-core, omegaconf, antlr4 or deepspeed. All of them are
-# pure Python. They go into .whl/ at the repository root (ignored by git: `echo /.whl/ >> .git/info/exclude` in
-# the checkout that travels); the device call carries .whl and installs them into /tmp/site.
+# pure Python. They go into .whl/ at the repository root (ignored by git, .gitignore); the device call carries
+# .whl and installs them into /tmp/site.
 #
 #   bash bench/gpu_wheels.sh            # here, once: downloads / builds the wheels into .whl/ (a few MB)
 #
