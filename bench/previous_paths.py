@@ -17,7 +17,7 @@ checkpointing recomputes the forward there. Each replaced piece, as it was:
   it): now skipped where autocast undoes it;
 - one GEMM per projection and peft's own LoRA forward (`unfused_projections`, and `previous_paths(policy)`):
   now q/k/v and gate/up run as one GEMM each and LoRA takes fewer passes (rl_dlm/models/fused_projections.py);
-- residual sums as their own add kernels (`separate_residual_adds`): now, without autograd, accumulated into the
+- residual sums as their own add kernels (`separate_residual_adds`): now, in rollouts, accumulated into the
   block's input by the output projection's GEMM (`rl_dlm.models.fused_projections.add_projection`);
 - float64 Gumbel draws and confidences at every position of the window (`every_position`): now at the still
   masked positions only (`rl_dlm.sampling.semi_ar.masked_positions`), and MaskGIT's and the full-diffusion

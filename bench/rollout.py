@@ -25,8 +25,8 @@ records `speedup_of_compiled` and `token_agreement_without_compiled` against the
 with `+wide` draws its float64 Gumbel noise and
 confidences at every block position, as before `rl_dlm.sampling.semi_ar.masked_positions` (the default draws
 at the still masked positions only): `speedup_vs_wide` and `token_agreement_with_wide` (1.0 expected) likewise.
-A mode with `+adds` adds each residual branch with its own kernel, as before the blocks accumulated it in the
-output projection's GEMM outside autograd (`rl_dlm.models.fused_projections.add_projection`): `speedup_vs_adds`
+A mode with `+adds` adds each residual branch with its own kernel, as before rollouts accumulated it in the
+output projection's GEMM (`rl_dlm.models.fused_projections.add_projection`): `speedup_vs_adds`
 and `token_agreement_with_adds` (bf16 rounds the sum once instead of twice, so near-ties may flip).
 Every mode reports `fraction_of_matmul`: its FLOPs (`rollout_flops`) per second over the 8192³ bf16 matmul
 rate measured at start-up, a 14 ms burst at the card's highest clock; and `fraction_of_sustained_matmul`, over

@@ -195,7 +195,7 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
     def forward(self, x: torch.Tensor, rope=None, attn_mask=None, kv_cache=None, keep: slice | None = None,
                 overwrite: bool = False):
         """keep: the positions whose output is used (the last layer before a sliced LM head) → [B, |keep|, d].
-        overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
+        overwrite: x is the caller's to reuse (run_blocks); in a rollout's forward the residual sums are then
         accumulated into it (fused_projections.add_projection)."""
         if keep is not None:
             # kept queries (a strided slice: no in-place sum). The slice is taken after attention, as before:

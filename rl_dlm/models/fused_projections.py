@@ -59,7 +59,7 @@ separately.
     fuse_projections(model)                       # once, after loading onto its device, before or after LoRA
     q, k, v = project(h, block.q_proj, block.k_proj, block.v_proj)
     out = project_one(att, block.attn_out)
-    x = add_projection(x, act, block.ff_out, overwrite=True)   # x + ff_out(act), into x where no autograd runs
+    x = add_projection(x, act, block.ff_out, overwrite=True)   # x + ff_out(act), into x in a rollout's forward
 """
 from __future__ import annotations
 

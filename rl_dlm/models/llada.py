@@ -245,7 +245,7 @@ class LLaDABlock(GradientCheckpointingLayer):
     def forward(self, x: torch.Tensor, rope=None, attn_mask: torch.Tensor | None = None, kv_cache=None,
                 keep: slice | None = None, overwrite: bool = False) -> torch.Tensor:
         """keep: the positions whose output is used (the last block before a sliced LM head) → [B, |keep|, d].
-        overwrite: x is the caller's to reuse (run_blocks); without autograd the residual sums are then
+        overwrite: x is the caller's to reuse (run_blocks); in a rollout's forward the residual sums are then
         accumulated into it (fused_projections.add_projection)."""
         if keep is not None or (self.training and self.dropout.p > 0):
             # kept queries (a strided slice: no in-place sum), or dropout of each branch before its sum. The
